@@ -1,0 +1,216 @@
+//! End-to-end benchmark: N simulated events from an NDJSON file through
+//! bronze → silver → gold (Wasm plugins, Delta tables), then each layer's
+//! plugin timed in Wasm against the same crate compiled natively.
+//!
+//! `cargo bench -p sluice --bench pipeline -- [--events N] [--batch N]`
+//! Prints figures; asserts nothing about speed.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use deltalake::arrow::array::RecordBatch;
+use sluice::config::Config;
+use sluice::layers::{add_lineage, bronze, drop_column, silver};
+use sluice::runtime::{Layer, Limits, Runtime, embedded};
+use sluice_plugin_sdk::Plugin;
+
+struct Args {
+    events: u64,
+    batch: usize,
+    layer_sample: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        events: 2_000_000,
+        batch: 100_000,
+        layer_sample: 100_000,
+    };
+    let argv: Vec<String> = std::env::args().collect();
+    for pair in argv.windows(2) {
+        match pair[0].as_str() {
+            "--events" => a.events = pair[1].parse().expect("--events N"),
+            "--batch" => a.batch = pair[1].parse().expect("--batch N"),
+            "--layer-sample" => a.layer_sample = pair[1].parse().expect("--layer-sample N"),
+            _ => {}
+        }
+    }
+    a
+}
+
+/// (user+system CPU seconds, peak RSS in MiB) of this process so far.
+fn cpu_and_peak_rss() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm_kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    (ticks / 100.0, hwm_kb / 1024.0)
+}
+
+fn main() {
+    let args = args();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("events.ndjson");
+    let sim = sluice_simulator::SimConfig {
+        events: args.events,
+        accounts: 2_000,
+        users_per_account: 5,
+        days: 7,
+        duplicate_fraction: 0.01,
+        late_fraction: 0.005,
+        malformed_fraction: 0.005,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let lines: Vec<String> = sluice_simulator::Simulator::new(sim)
+        .expect("sim")
+        .map(|e| e.line)
+        .collect();
+    std::fs::write(&file, lines.join("\n") + "\n").expect("write events");
+    println!(
+        "generated {} events ({:.0} MiB) in {:.1?}",
+        lines.len(),
+        std::fs::metadata(&file).unwrap().len() as f64 / 1048576.0,
+        started.elapsed()
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut config = Config::default();
+    config.lake = dir.path().join("lake");
+    config.cache_dir = Some(dir.path().join("cache"));
+    config.replay = vec![file.clone()];
+    config.collector.listen = String::new();
+    config.batch.max_events = args.batch;
+    let (cpu0, _) = cpu_and_peak_rss();
+    let started = Instant::now();
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let totals = rt
+        .block_on(sluice::service::run(&config, stop, |_| {}, |_| {}))
+        .expect("pipeline run");
+    let wall = started.elapsed().as_secs_f64();
+    let (cpu1, rss) = cpu_and_peak_rss();
+    println!(
+        "\n== end to end (file → bronze → silver → gold, Delta on local disk, batch {})",
+        args.batch
+    );
+    println!("events            {}", totals.events);
+    println!("accepted          {}", totals.accepted);
+    println!("quarantined       {:?}", totals.quarantined);
+    println!("wall              {wall:.2} s");
+    println!(
+        "throughput        {:.0} events/s",
+        totals.events as f64 / wall
+    );
+    println!(
+        "CPU               {:.2} s ({:.2} cores busy)",
+        cpu1 - cpu0,
+        (cpu1 - cpu0) / wall
+    );
+    println!("peak RSS          {rss:.0} MiB");
+
+    layers_wasm_vs_native(&lines[..args.layer_sample.min(lines.len())]);
+}
+
+fn time<T>(mut f: impl FnMut() -> T) -> (Duration, T) {
+    // Best of three, after one warm-up.
+    let mut out = f();
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        out = f();
+        best = best.min(t.elapsed());
+    }
+    (best, out)
+}
+
+fn layers_wasm_vs_native(lines: &[String]) {
+    let runtime = Runtime::new(None).expect("runtime");
+    let limits = Limits {
+        memory_bytes: 4 << 30,
+        batch_timeout: Duration::from_secs(600),
+    };
+    let load = |l| {
+        runtime
+            .load(embedded::default_plugin(l), limits)
+            .expect("plugin")
+    };
+    let (b, s, g) = (load(Layer::Bronze), load(Layer::Silver), load(Layer::Gold));
+    let records: Vec<_> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| sluice::sources::RawRecord {
+            payload: bytes::Bytes::from(l.clone()),
+            source: "bench".into(),
+            partition: "p".into(),
+            offset: i as i64,
+        })
+        .collect();
+    let raw = bronze::raw_input(&records, 0);
+    let (bronze_wasm, out) = time(|| b.transform(&raw).expect("bronze"));
+    let (bronze_native, _) = time(|| native::<sluice_plugin_bronze::Bronze>(&raw));
+    let bronze_rows = bronze::to_stored(&out[bronze::TABLE], 1, "bench");
+    let (silver_wasm, out) = time(|| s.transform(&bronze_rows).expect("silver"));
+    let (silver_native, _) = time(|| native::<sluice_plugin_silver::Silver>(&bronze_rows));
+    let mut dedup = silver::DedupState::new(3_600_000_000);
+    let (accepted, _) = silver::deduplicate(&mut dedup, &out[silver::TABLE]).expect("dedup");
+    let silver_rows = add_lineage(&drop_column(&accepted, "input_row"), 1, "bench");
+    let (gold_wasm, _) = time(|| g.transform(&silver_rows).expect("gold"));
+    let (gold_native, _) = time(|| native::<sluice_plugin_gold::Gold>(&silver_rows));
+    println!(
+        "\n== per layer, {} events per batch (IPC in and out included on both sides)",
+        lines.len()
+    );
+    println!(
+        "{:<8} {:>12} {:>12} {:>14} {:>8}",
+        "layer", "wasm", "native", "wasm events/s", "ratio"
+    );
+    for (name, w, n) in [
+        ("bronze", bronze_wasm, bronze_native),
+        ("silver", silver_wasm, silver_native),
+        ("gold", gold_wasm, gold_native),
+    ] {
+        println!(
+            "{name:<8} {:>10.1}ms {:>10.1}ms {:>14.0} {:>7.2}x",
+            w.as_secs_f64() * 1e3,
+            n.as_secs_f64() * 1e3,
+            lines.len() as f64 / w.as_secs_f64(),
+            w.as_secs_f64() / n.as_secs_f64()
+        );
+    }
+}
+
+/// The same plugin crate, compiled natively, through the same IPC path.
+fn native<P: Plugin>(input: &RecordBatch) -> BTreeMap<String, usize> {
+    let ipc = sluice_plugin_sdk::ipc::write_batch(input).expect("ipc");
+    sluice_plugin_sdk::run_ipc::<P>(&ipc)
+        .expect("native transform")
+        .into_iter()
+        .map(|t| {
+            let rows = sluice_plugin_sdk::ipc::read_single(&t.ipc)
+                .expect("ipc")
+                .num_rows();
+            (t.table, rows)
+        })
+        .collect()
+}

@@ -1,0 +1,169 @@
+//! Command-line interface: one module per subcommand; errors surface here
+//! with their context chain and a non-zero exit.
+
+mod demo;
+mod plugin;
+mod simulate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use sluice::config::Config;
+use sluice::lake::Lake;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Real-time product-usage analytics with WebAssembly transforms"
+)]
+struct Cli {
+    /// TOML config file (every field has a default; SLUICE_* variables override).
+    #[arg(long, global = true, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Lake directory (overrides the config's `lake`).
+    #[arg(long, global = true)]
+    lake: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service: HTTP collector and/or file replay into the pipeline.
+    Run(RunArgs),
+    /// Simulate usage, run it through the pipeline, print the report.
+    Demo(demo::DemoArgs),
+    /// Generate simulated usage events.
+    Simulate(simulate::SimulateArgs),
+    /// Run SQL over the lake's tables and print the result.
+    Query {
+        /// The SQL statement, e.g. "select count(*) from silver_events".
+        sql: String,
+    },
+    /// Answer the business questions from the gold tables.
+    Report,
+    /// Work with transform plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// NDJSON files or directories to replay (added to the config's `replay`).
+    #[arg(long)]
+    replay: Vec<PathBuf>,
+    /// Collector address (overrides `collector.listen`; "" disables it).
+    #[arg(long)]
+    listen: Option<String>,
+}
+
+pub fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the async runtime");
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Default log filter: our info lines; delta-rs and its kernel log expected
+/// conditions (a table not created yet, binary columns without stats) loudly.
+const QUIET_LOGS: &str = "warn,sluice=info,buoyant_kernel=off,deltalake_core=error";
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(QUIET_LOGS));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Config from file and environment, with CLI overrides, validated.
+fn load_config(cli: &Cli, adjust: impl FnOnce(&mut Config)) -> anyhow::Result<Config> {
+    let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    if let Some(lake) = &cli.lake {
+        config.lake = lake.clone();
+    }
+    adjust(&mut config);
+    config.validate()?;
+    Ok(config)
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Run(args) => run(&cli, args).await,
+        Command::Demo(args) => {
+            demo::run(load_config(&cli, |_| {})?, cli.lake.is_some(), args).await
+        }
+        Command::Simulate(args) => simulate::run(args).await,
+        Command::Query { sql } => {
+            let lake = open_lake(&load_config(&cli, |_| {})?)?;
+            let batches = sluice::query::sql(&lake, sql).await?;
+            println!("{}", sluice::query::format(&batches)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report => {
+            let lake = open_lake(&load_config(&cli, |_| {})?)?;
+            println!("{}", sluice::query::report(&lake).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin(command) => plugin::run(load_config(&cli, |_| {})?, command),
+    }
+}
+
+fn open_lake(config: &Config) -> anyhow::Result<Lake> {
+    anyhow::ensure!(
+        config.lake.is_dir(),
+        "no lake at {} yet: run `sluice demo` or `sluice run` first",
+        config.lake.display()
+    );
+    Lake::local(&config.lake).with_context(|| format!("opening {}", config.lake.display()))
+}
+
+async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(cli, |c| {
+        c.replay.extend(args.replay.iter().cloned());
+        if let Some(listen) = &args.listen {
+            c.collector.listen = listen.clone();
+        }
+    })?;
+    let stop = sluice::service::stop_on_signals();
+    let totals = sluice::service::run(
+        &config,
+        stop,
+        |addr| match addr {
+            Some(addr) => eprintln!("sluice: collecting on http://{addr}/v1/events"),
+            None => eprintln!("sluice: replaying files (collector disabled)"),
+        },
+        |report| {
+            tracing::info!(
+                batch = report.batch,
+                events = report.events,
+                accepted = report.accepted,
+                quarantined = report.quarantined_total(),
+                millis = report.millis as u64,
+                "batch committed"
+            )
+        },
+    )
+    .await?;
+    eprintln!(
+        "sluice: stopped after {} batches, {} events ({} accepted, {} quarantined)",
+        totals.batches,
+        totals.events,
+        totals.accepted,
+        totals.quarantined.values().sum::<u64>()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,198 @@
+//! `sluice simulate`: seeded usage events to stdout, a file, or the collector.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use sluice_simulator::{SimConfig, Simulator};
+
+#[derive(clap::Args, Clone)]
+pub struct SimulateArgs {
+    /// Events to generate (all kinds counted).
+    #[arg(long, default_value_t = 10_000)]
+    pub events: u64,
+    /// Seed; the same seed gives the same events.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Accounts simulated.
+    #[arg(long, default_value_t = 200)]
+    pub accounts: u32,
+    /// Users per account.
+    #[arg(long, default_value_t = 5)]
+    pub users_per_account: u32,
+    /// Days of event time the events span.
+    #[arg(long, default_value_t = 3)]
+    pub days: u32,
+    /// Fraction of events re-sent with the same event_id.
+    #[arg(long, default_value_t = 0.0)]
+    pub duplicate_fraction: f64,
+    /// Fraction of events delivered late (out of order).
+    #[arg(long, default_value_t = 0.0)]
+    pub late_fraction: f64,
+    /// Fraction of malformed lines.
+    #[arg(long, default_value_t = 0.0)]
+    pub malformed_fraction: f64,
+    /// Where to send events: a file path, `http://host:port` (the collector), or `-` for stdout.
+    #[arg(long, default_value = "-")]
+    pub to: String,
+    /// Events per second (0: as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Events per HTTP request when posting to the collector.
+    #[arg(long, default_value_t = 1_000)]
+    pub request_events: usize,
+}
+
+impl SimulateArgs {
+    pub fn sim_config(&self) -> SimConfig {
+        SimConfig {
+            seed: self.seed,
+            events: self.events,
+            accounts: self.accounts,
+            users_per_account: self.users_per_account,
+            days: self.days,
+            duplicate_fraction: self.duplicate_fraction,
+            late_fraction: self.late_fraction,
+            malformed_fraction: self.malformed_fraction,
+            ..SimConfig::default()
+        }
+    }
+}
+
+pub async fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
+    let simulator = Simulator::new(args.sim_config())?;
+    if args.to.starts_with("http://") {
+        post_to_collector(args, simulator).await?;
+    } else if args.to == "-" {
+        let stdout = std::io::stdout();
+        write_lines(&mut stdout.lock(), simulator, args.rate, None)?;
+    } else {
+        write_file(&PathBuf::from(&args.to), simulator, args.rate, args.events)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn progress(total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {wide_bar} {pos}/{len} events ({per_sec}, eta {eta})",
+        )
+        .expect("valid progress template"),
+    );
+    bar
+}
+
+/// Writes the simulator's lines to `path`.
+pub fn write_file(
+    path: &PathBuf,
+    simulator: Simulator,
+    rate: f64,
+    total: u64,
+) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let bar = progress(total);
+    write_lines(&mut out, simulator, rate, Some(&bar))?;
+    out.flush()?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn write_lines(
+    out: &mut impl Write,
+    simulator: Simulator,
+    rate: f64,
+    bar: Option<&ProgressBar>,
+) -> anyhow::Result<()> {
+    let pacer = Pacer::new(rate);
+    for (i, event) in simulator.enumerate() {
+        out.write_all(event.line.as_bytes())?;
+        out.write_all(b"\n")?;
+        if i % 1024 == 0 {
+            if let Some(bar) = bar {
+                bar.set_position(i as u64);
+            }
+            pacer.wait_for(i as u64);
+        }
+    }
+    Ok(())
+}
+
+/// Sleeps so that event `n` is not sent before `n / rate` seconds.
+struct Pacer {
+    start: Instant,
+    rate: f64,
+}
+
+impl Pacer {
+    fn new(rate: f64) -> Self {
+        Pacer {
+            start: Instant::now(),
+            rate,
+        }
+    }
+
+    fn due(&self, n: u64) -> Option<Duration> {
+        (self.rate > 0.0).then(|| Duration::from_secs_f64(n as f64 / self.rate))
+    }
+
+    fn wait_for(&self, n: u64) {
+        if let Some(due) = self.due(n) {
+            std::thread::sleep(due.saturating_sub(self.start.elapsed()));
+        }
+    }
+}
+
+async fn post_to_collector(args: &SimulateArgs, simulator: Simulator) -> anyhow::Result<()> {
+    let url = format!("{}/v1/events", args.to.trim_end_matches('/'));
+    let client = reqwest::Client::new();
+    let bar = progress(args.events);
+    let pacer = Pacer::new(args.rate);
+    let mut body = String::new();
+    let mut in_body = 0;
+    let mut sent = 0u64;
+    for event in simulator {
+        body.push_str(&event.line);
+        body.push('\n');
+        in_body += 1;
+        if in_body >= args.request_events {
+            post(&client, &url, std::mem::take(&mut body)).await?;
+            sent += in_body as u64;
+            in_body = 0;
+            bar.set_position(sent);
+            if let Some(due) = pacer.due(sent) {
+                tokio::time::sleep(due.saturating_sub(pacer.start.elapsed())).await;
+            }
+        }
+    }
+    if in_body > 0 {
+        post(&client, &url, body).await?;
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: String) -> anyhow::Result<()> {
+    let response = client
+        .post(url)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("posting to {url}"))?;
+    let status = response.status();
+    anyhow::ensure!(
+        status.as_u16() == 202,
+        "collector answered {status}: {}",
+        response.text().await.unwrap_or_default()
+    );
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! Service configuration: TOML file, then `SLUICE_*` environment overrides,
+//! then validation that names the offending field.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config field `{field}`: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Everything `sluice run` needs. Every field has a default, so an empty file
+/// (or none) is a working local setup.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the Delta tables live (a local directory).
+    pub lake: PathBuf,
+    /// Where precompiled plugins are cached (defaults under the lake's parent).
+    pub cache_dir: Option<PathBuf>,
+    pub batch: BatchConfig,
+    pub lateness: LatenessConfig,
+    pub plugins: PluginsConfig,
+    pub collector: CollectorConfig,
+    /// NDJSON files or directories to replay, in order.
+    pub replay: Vec<PathBuf>,
+}
+
+/// When a micro-batch closes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Close a batch once it holds this many events.
+    pub max_events: usize,
+    /// Close a batch this long after its first event arrived.
+    pub max_wait_ms: u64,
+}
+
+/// How late an event may arrive and still be counted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LatenessConfig {
+    /// Events older than (newest event time seen − this) go to quarantine as `late`.
+    pub allowed_secs: u64,
+}
+
+/// Plugin selection and limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// `.wasm` replacing the embedded bronze plugin.
+    pub bronze: Option<PathBuf>,
+    /// `.wasm` replacing the embedded silver plugin.
+    pub silver: Option<PathBuf>,
+    /// `.wasm` replacing the embedded gold plugin.
+    pub gold: Option<PathBuf>,
+    /// Linear memory a plugin instance may grow to.
+    pub memory_mb: u64,
+    /// Wall-clock budget for one batch in one plugin.
+    pub batch_timeout_ms: u64,
+}
+
+/// The HTTP collector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// Listen address, e.g. `127.0.0.1:8080`; empty disables the collector.
+    pub listen: String,
+    /// Largest request body accepted (bytes); larger gets 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            lake: PathBuf::from("sluice-data/lake"),
+            cache_dir: None,
+            batch: BatchConfig::default(),
+            lateness: LatenessConfig::default(),
+            plugins: PluginsConfig::default(),
+            collector: CollectorConfig::default(),
+            replay: Vec::new(),
+        }
+    }
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_events: 50_000,
+            max_wait_ms: 1_000,
+        }
+    }
+}
+
+impl Default for LatenessConfig {
+    fn default() -> Self {
+        LatenessConfig {
+            allowed_secs: 3_600,
+        }
+    }
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            bronze: None,
+            silver: None,
+            gold: None,
+            memory_mb: 512,
+            batch_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` if given (else defaults), applies `SLUICE_*` overrides
+    /// from `env`, and validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        for (key, value) in env {
+            config.apply_env(&key, &value)?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Applies one `SLUICE_SECTION__FIELD` variable (double underscore between
+    /// section and field, e.g. `SLUICE_BATCH__MAX_EVENTS`). Others are ignored.
+    fn apply_env(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let Some(name) = key.strip_prefix("SLUICE_") else {
+            return Ok(());
+        };
+        let field = name.to_lowercase().replace("__", ".");
+        match field.as_str() {
+            "lake" => self.lake = value.into(),
+            "cache_dir" => self.cache_dir = Some(value.into()),
+            "batch.max_events" => self.batch.max_events = parse(&field, value)?,
+            "batch.max_wait_ms" => self.batch.max_wait_ms = parse(&field, value)?,
+            "lateness.allowed_secs" => self.lateness.allowed_secs = parse(&field, value)?,
+            "plugins.bronze" => self.plugins.bronze = Some(value.into()),
+            "plugins.silver" => self.plugins.silver = Some(value.into()),
+            "plugins.gold" => self.plugins.gold = Some(value.into()),
+            "plugins.memory_mb" => self.plugins.memory_mb = parse(&field, value)?,
+            "plugins.batch_timeout_ms" => self.plugins.batch_timeout_ms = parse(&field, value)?,
+            "collector.listen" => self.collector.listen = value.into(),
+            "collector.max_body_bytes" => self.collector.max_body_bytes = parse(&field, value)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Refuses values the service cannot run with, naming the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.lake.as_os_str().is_empty() {
+            return Err(invalid("lake", "must be a directory path"));
+        }
+        if self.batch.max_events == 0 {
+            return Err(invalid("batch.max_events", "must be at least 1"));
+        }
+        if self.batch.max_wait_ms == 0 {
+            return Err(invalid("batch.max_wait_ms", "must be at least 1"));
+        }
+        if !(16..=65_536).contains(&self.plugins.memory_mb) {
+            return Err(invalid("plugins.memory_mb", "must be between 16 and 65536"));
+        }
+        if self.plugins.batch_timeout_ms < 10 {
+            return Err(invalid("plugins.batch_timeout_ms", "must be at least 10"));
+        }
+        for (field, path) in [
+            ("plugins.bronze", &self.plugins.bronze),
+            ("plugins.silver", &self.plugins.silver),
+            ("plugins.gold", &self.plugins.gold),
+        ] {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                return Err(invalid(field, format!("{} is not a file", path.display())));
+            }
+        }
+        if !self.collector.listen.is_empty()
+            && self
+                .collector
+                .listen
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(invalid(
+                "collector.listen",
+                format!(
+                    "`{}` is not an address like 127.0.0.1:8080",
+                    self.collector.listen
+                ),
+            ));
+        }
+        if self.collector.max_body_bytes < 1024 {
+            return Err(invalid("collector.max_body_bytes", "must be at least 1024"));
+        }
+        for (i, path) in self.replay.iter().enumerate() {
+            if !path.exists() {
+                return Err(invalid(
+                    &format!("replay[{i}]"),
+                    format!("{} does not exist", path.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Where compiled plugin artifacts are cached.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| {
+            self.lake
+                .parent()
+                .map(|p| p.join("cache"))
+                .unwrap_or_else(|| PathBuf::from("sluice-cache"))
+        })
+    }
+
+    pub fn max_wait(&self) -> Duration {
+        Duration::from_millis(self.batch.max_wait_ms)
+    }
+}
+
+fn parse<T: std::str::FromStr>(field: &str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e| invalid(field, format!("`{value}`: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), Vec::new())
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config = load_str("").unwrap();
+        assert_eq!(config.batch.max_events, 50_000);
+        assert_eq!(config.lateness.allowed_secs, 3_600);
+    }
+
+    #[test]
+    fn bad_value_names_the_field() {
+        let err = load_str("[batch]\nmax_events = 0\n").unwrap_err();
+        assert!(err.to_string().contains("batch.max_events"), "{err}");
+        let err = load_str("[collector]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert!(err.to_string().contains("collector.listen"), "{err}");
+    }
+
+    #[test]
+    fn unknown_field_is_refused_with_its_name() {
+        let err = load_str("[batch]\nmax_evnts = 5\n").unwrap_err();
+        assert!(err.to_string().contains("max_evnts"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_is_validated() {
+        let env = vec![
+            ("SLUICE_BATCH__MAX_EVENTS".to_string(), "77".to_string()),
+            ("HOME".to_string(), "/root".to_string()),
+        ];
+        let config = Config::load(None, env).unwrap();
+        assert_eq!(config.batch.max_events, 77);
+        let env = vec![("SLUICE_PLUGINS__MEMORY_MB".to_string(), "lots".to_string())];
+        let err = Config::load(None, env).unwrap_err();
+        assert!(err.to_string().contains("plugins.memory_mb"), "{err}");
+    }
+}

@@ -1,0 +1,211 @@
+//! Gold as the host sees it: folds the gold plugin's rows into the star
+//! schema by each table's declared write mode (merge, SCD2, derived), so gold
+//! stays right when one key's events arrive in different batches.
+
+mod scd2;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::compute::concat;
+use deltalake::datafusion::prelude::SessionContext;
+
+use crate::lake::{self, Lake, LakeError, LakeTable};
+use crate::runtime::contract::{DerivedSpec, PluginMeta, TableDecl, WriteMode};
+pub use scd2::Scd2State;
+
+/// A gold table, its declaration and (for SCD2) its in-memory history.
+struct GoldTable {
+    decl: TableDecl,
+    table: LakeTable,
+    scd2: Option<Scd2State>,
+}
+
+/// Every gold table the gold plugin declared.
+pub struct GoldTables {
+    tables: BTreeMap<String, GoldTable>,
+}
+
+impl GoldTables {
+    /// Opens (creating if needed) each declared table and restores SCD2
+    /// histories from what is stored.
+    pub async fn open(lake: &Lake, meta: &PluginMeta) -> Result<GoldTables, LakeError> {
+        let mut tables = BTreeMap::new();
+        for decl in &meta.outputs {
+            let (stored, scd2) = match &decl.mode {
+                WriteMode::Scd2(spec) => {
+                    let state = Scd2State::new(spec.clone(), &decl.schema);
+                    (state.stored_schema(), Some(state))
+                }
+                _ => (decl.schema.clone(), None),
+            };
+            let table = lake
+                .open_or_create(&decl.name, &decl.description, &stored, &decl.partition_by)
+                .await?;
+            let scd2 = match scd2 {
+                Some(mut state) => {
+                    let ctx = SessionContext::new();
+                    lake::register(&ctx, &decl.name, table.delta()).await?;
+                    state
+                        .restore(&ctx, &decl.name)
+                        .await
+                        .map_err(|e| LakeError::Other {
+                            table: decl.name.clone(),
+                            message: e,
+                        })?;
+                    Some(state)
+                }
+                None => None,
+            };
+            tables.insert(
+                decl.name.clone(),
+                GoldTable {
+                    decl: decl.clone(),
+                    table,
+                    scd2,
+                },
+            );
+        }
+        Ok(GoldTables { tables })
+    }
+
+    /// Lowest batch id committed by `stage` across tables that hold data.
+    pub async fn committed(&self, stage: &str) -> Result<Vec<Option<i64>>, LakeError> {
+        let mut out = Vec::new();
+        for t in self.tables.values() {
+            out.push(t.table.committed(stage).await?);
+        }
+        Ok(out)
+    }
+
+    /// Writes one batch of gold rows: merges, then SCD2 histories, then the
+    /// derived tables over the merged results. Each table write is skipped if
+    /// that table already holds this batch.
+    pub async fn write(
+        &mut self,
+        stage: &str,
+        batch: i64,
+        outputs: BTreeMap<String, RecordBatch>,
+    ) -> Result<(), LakeError> {
+        let ctx = SessionContext::new();
+        for (name, rows) in &outputs {
+            let Some(t) = self.tables.get_mut(name) else {
+                continue;
+            };
+            match &t.decl.mode {
+                WriteMode::Merge(spec) if rows.num_rows() > 0 => {
+                    t.table
+                        .merge(stage, batch, rows.clone(), spec, &ctx)
+                        .await?;
+                }
+                WriteMode::Append if rows.num_rows() > 0 => {
+                    t.table.append(stage, batch, vec![rows.clone()]).await?;
+                }
+                WriteMode::Scd2(_) if rows.num_rows() > 0 => {
+                    let state = t.scd2.as_mut().expect("scd2 tables carry state");
+                    state.observe(rows).map_err(|e| other(name, e))?;
+                    let all = state.rows().map_err(|e| other(name, e))?;
+                    t.table.overwrite(stage, batch, vec![all]).await?;
+                }
+                _ => {}
+            }
+        }
+        self.write_derived(stage, batch, &outputs).await
+    }
+
+    async fn write_derived(
+        &mut self,
+        stage: &str,
+        batch: i64,
+        outputs: &BTreeMap<String, RecordBatch>,
+    ) -> Result<(), LakeError> {
+        let derived: Vec<(String, DerivedSpec)> = self
+            .tables
+            .values()
+            .filter_map(|t| match &t.decl.mode {
+                WriteMode::Derived(spec) => Some((t.decl.name.clone(), spec.clone())),
+                _ => None,
+            })
+            .collect();
+        if derived.is_empty() {
+            return Ok(());
+        }
+        let ctx = SessionContext::new();
+        for (name, t) in &self.tables {
+            if !matches!(t.decl.mode, WriteMode::Derived(_)) {
+                lake::register(&ctx, name, t.table.delta()).await?;
+            }
+        }
+        for (name, spec) in derived {
+            let Some(scope) = scope_values(outputs, &spec.scope).map_err(|e| other(&name, e))?
+            else {
+                continue;
+            };
+            let rows = recompute(&ctx, &spec, scope)
+                .await
+                .map_err(|e| other(&name, e))?;
+            let t = self.tables.get_mut(&name).expect("listed above");
+            let rows = crate::lake::conform(&name, &rows, &t.decl.schema)?;
+            if rows.num_rows() > 0 {
+                t.table.upsert(stage, batch, rows, &spec.keys, &ctx).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn other(table: &str, message: impl std::fmt::Display) -> LakeError {
+    LakeError::Other {
+        table: table.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// Distinct values of `scope` across this batch's outputs, as one column.
+fn scope_values(
+    outputs: &BTreeMap<String, RecordBatch>,
+    scope: &str,
+) -> Result<Option<RecordBatch>, String> {
+    let columns: Vec<_> = outputs
+        .values()
+        .filter_map(|rows| rows.column_by_name(scope).cloned())
+        .collect();
+    if columns.is_empty() || columns.iter().all(|c| c.is_empty()) {
+        return Ok(None);
+    }
+    let refs: Vec<&dyn deltalake::arrow::array::Array> =
+        columns.iter().map(|c| c.as_ref()).collect();
+    let all = concat(&refs).map_err(|e| e.to_string())?;
+    let field = deltalake::arrow::datatypes::Field::new(scope, all.data_type().clone(), true);
+    let schema = Arc::new(deltalake::arrow::datatypes::Schema::new(vec![field]));
+    RecordBatch::try_new(schema, vec![all])
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// Runs the derived query restricted to the touched scope values.
+async fn recompute(
+    ctx: &SessionContext,
+    spec: &DerivedSpec,
+    scope: RecordBatch,
+) -> Result<RecordBatch, String> {
+    ctx.deregister_table("__scope").map_err(|e| e.to_string())?;
+    ctx.register_batch("__scope", scope)
+        .map_err(|e| e.to_string())?;
+    let column = format!("\"{}\"", spec.scope.replace('"', "\"\""));
+    let sql = format!(
+        "SELECT * FROM ({}) AS derived WHERE {column} IN (SELECT DISTINCT {column} FROM __scope)",
+        spec.sql
+    );
+    let df = ctx
+        .sql(&sql)
+        .await
+        .map_err(|e| format!("derived query: {e}"))?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = df
+        .collect()
+        .await
+        .map_err(|e| format!("derived query: {e}"))?;
+    deltalake::arrow::compute::concat_batches(&schema, &batches).map_err(|e| e.to_string())
+}

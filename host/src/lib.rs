@@ -1,0 +1,18 @@
+//! Sluice: a real-time product-usage analytics pipeline. Events come in from
+//! sources, go through bronze, silver and gold transforms that run as
+//! sandboxed WebAssembly components, and land as Delta tables.
+//!
+//! Start at [`service`] (what `sluice run` wires together), then
+//! [`pipeline`] (the commit protocol), [`runtime`] (the plugin sandbox) and
+//! [`layers`] (host-owned state per layer). ARCHITECTURE.md maps the rest.
+
+pub mod config;
+pub mod lake;
+pub mod layers;
+pub mod pipeline;
+pub mod plugin_test;
+pub mod query;
+pub mod runtime;
+pub mod service;
+pub mod sources;
+pub mod time;

@@ -1,0 +1,556 @@
+//! The micro-batch pipeline: one batch goes bronze → silver → gold, each layer
+//! committed to Delta under the batch id, so a restart finishes exactly what
+//! a crash interrupted.
+//!
+//! Commit protocol for batch N (who owns what):
+//! 1. bronze: the raw records (or, if the bronze plugin fails, their
+//!    quarantine rows) are committed with app transaction `sluice-bronze` = N.
+//!    Source positions are the max offsets stored in those rows. Only now are
+//!    producers acknowledged.
+//! 2. silver: `silver_events` and `quarantine` with `sluice-silver` = N.
+//! 3. gold: each gold table with `sluice-gold` = N (derived tables recomputed).
+//! 4. `pipeline_batches` gets N's summary row with `sluice-batches` = N:
+//!    batch N is done.
+//!
+//! On start, batches after the last done one and up to the last bronze one
+//! are re-read from bronze and finished; every table write is skipped if that
+//! table already holds the batch. Host state (dedup ids, watermark, SCD2
+//! histories) is rebuilt from the tables as of the last done batch.
+
+pub mod plugins;
+mod recovery;
+pub mod runner;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use deltalake::arrow::array::{
+    Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
+};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use crate::lake::{Lake, LakeTable};
+use crate::layers::bronze::{self, RawColumns};
+use crate::layers::gold::GoldTables;
+use crate::layers::quarantine::{self, QuarantineRows};
+use crate::layers::silver::{self, DedupState};
+use crate::layers::{add_lineage, drop_column, with_lineage_fields};
+use crate::runtime::{Layer, LoadedPlugin, PluginFailure};
+use crate::sources::{Positions, RawRecord};
+pub use plugins::Plugins;
+use sluice_plugin_sdk::schemas::INPUT_ROW;
+
+pub const BATCHES_TABLE: &str = "pipeline_batches";
+pub const STAGE_BRONZE: &str = "sluice-bronze";
+pub const STAGE_SILVER: &str = "sluice-silver";
+pub const STAGE_GOLD: &str = "sluice-gold";
+pub const STAGE_DONE: &str = "sluice-batches";
+
+/// What one batch did.
+#[derive(Debug, Default, Clone)]
+pub struct BatchReport {
+    pub batch: i64,
+    pub events: usize,
+    pub accepted: usize,
+    pub quarantined: BTreeMap<String, usize>,
+    pub millis: u128,
+}
+
+impl BatchReport {
+    pub fn quarantined_total(&self) -> usize {
+        self.quarantined.values().sum()
+    }
+}
+
+/// Running totals since the pipeline opened.
+#[derive(Debug, Default, Clone)]
+pub struct Totals {
+    pub batches: u64,
+    pub events: u64,
+    pub accepted: u64,
+    pub quarantined: BTreeMap<String, u64>,
+}
+
+/// The open lake tables, plugins and host state of a running pipeline.
+pub struct Pipeline {
+    plugins: Plugins,
+    bronze: LakeTable,
+    silver: LakeTable,
+    quarantine: LakeTable,
+    batches: LakeTable,
+    gold: GoldTables,
+    dedup: DedupState,
+    next_batch: i64,
+    positions: Positions,
+    totals: Totals,
+}
+
+fn batches_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("batch_id", DataType::Int64, false),
+        Field::new(
+            "committed_at",
+            sluice_plugin_sdk::schemas::timestamp_type(),
+            false,
+        ),
+        Field::new("events", DataType::Int64, false),
+        Field::new("accepted", DataType::Int64, false),
+        Field::new("quarantined", DataType::Int64, false),
+        Field::new("millis", DataType::Int64, false),
+        Field::new("plugins", DataType::Utf8, false),
+    ]))
+}
+
+impl Pipeline {
+    /// Opens (creating if needed) every table, then finishes any batch a
+    /// previous run left half-committed.
+    pub async fn open(
+        lake: &Lake,
+        plugins: Plugins,
+        lateness_micros: i64,
+    ) -> anyhow::Result<Pipeline> {
+        let bronze_decl = plugins
+            .bronze
+            .meta()
+            .output(bronze::TABLE)
+            .context("bronze table")?
+            .clone();
+        let silver_decl = plugins
+            .silver
+            .meta()
+            .output(silver::TABLE)
+            .context("silver table")?
+            .clone();
+        let bronze = lake
+            .open_or_create(
+                bronze::TABLE,
+                &bronze_decl.description,
+                &bronze::stored_schema(&bronze_decl.schema),
+                &bronze_decl.partition_by,
+            )
+            .await?;
+        let silver_schema =
+            with_lineage_fields(&drop_column_schema(&silver_decl.schema, INPUT_ROW));
+        let silver = lake
+            .open_or_create(
+                silver::TABLE,
+                &silver_decl.description,
+                &silver_schema,
+                &silver_decl.partition_by,
+            )
+            .await?;
+        let quarantine = lake
+            .open_or_create(
+                quarantine::TABLE,
+                "Events the pipeline could not accept, with reason and raw bytes",
+                &quarantine::schema(),
+                &[],
+            )
+            .await?;
+        let batches = lake
+            .open_or_create(
+                BATCHES_TABLE,
+                "One row per committed micro-batch",
+                &batches_schema(),
+                &[],
+            )
+            .await?;
+        let gold = GoldTables::open(lake, plugins.gold.meta()).await?;
+        let mut pipeline = Pipeline {
+            plugins,
+            bronze,
+            silver,
+            quarantine,
+            batches,
+            gold,
+            dedup: DedupState::new(lateness_micros),
+            next_batch: 1,
+            positions: Positions::new(),
+            totals: Totals::default(),
+        };
+        recovery::recover(&mut pipeline, lateness_micros).await?;
+        Ok(pipeline)
+    }
+
+    /// Last committed offset per source partition; sources resume after it.
+    pub fn positions(&self) -> &Positions {
+        &self.positions
+    }
+
+    pub fn totals(&self) -> &Totals {
+        &self.totals
+    }
+
+    pub fn plugins(&self) -> &Plugins {
+        &self.plugins
+    }
+
+    /// Id the next batch will get.
+    pub fn next_batch(&self) -> i64 {
+        self.next_batch
+    }
+
+    /// Runs one micro-batch through every layer. `on_durable` is called once
+    /// the records are committed in bronze (or quarantine).
+    pub async fn process(
+        &mut self,
+        records: Vec<RawRecord>,
+        on_durable: impl FnOnce(),
+    ) -> anyhow::Result<BatchReport> {
+        let started = Instant::now();
+        let batch = self.next_batch;
+        let bronze_rows = self.bronze_stage(batch, &records).await?;
+        self.next_batch += 1;
+        on_durable();
+        for r in &records {
+            let key = (r.source.to_string(), r.partition.to_string());
+            let pos = self.positions.entry(key).or_insert(r.offset);
+            *pos = (*pos).max(r.offset);
+        }
+        let mut report = self.downstream(batch, bronze_rows, started).await?;
+        report.events = records.len();
+        self.add_to_totals(&report);
+        Ok(report)
+    }
+
+    /// Commits the raw records to bronze (or quarantine if the bronze plugin
+    /// fails). Returns the stored bronze rows.
+    async fn bronze_stage(
+        &mut self,
+        batch: i64,
+        records: &[RawRecord],
+    ) -> anyhow::Result<RecordBatch> {
+        let now = crate::time::now_micros();
+        let input = bronze::raw_input(records, now);
+        let plugin = self.plugins.bronze.clone();
+        let producer = plugin.meta().producer();
+        let outcome = run_plugin(&plugin, input.clone())
+            .await
+            .and_then(|mut out| {
+                let rows = out.remove(bronze::TABLE).unwrap_or_else(|| {
+                    RecordBatch::new_empty(
+                        plugin
+                            .meta()
+                            .output(bronze::TABLE)
+                            .expect("checked at load")
+                            .schema
+                            .clone(),
+                    )
+                });
+                if rows.num_rows() != input.num_rows() {
+                    return Err(PluginFailure::BadOutput(format!(
+                        "bronze must keep every record: got {} rows for {}",
+                        rows.num_rows(),
+                        input.num_rows()
+                    )));
+                }
+                Ok(rows)
+            });
+        match outcome {
+            Ok(rows) => {
+                let stored = bronze::to_stored(&rows, batch, &producer);
+                self.bronze
+                    .append(STAGE_BRONZE, batch, vec![stored.clone()])
+                    .await?;
+                Ok(stored)
+            }
+            Err(failure) => {
+                tracing::error!(batch, plugin = %producer, "{failure}; quarantining the batch");
+                let q = quarantine_all(&input, batch, now, Layer::Bronze, &failure, &producer)?;
+                self.quarantine.append(STAGE_BRONZE, batch, vec![q]).await?;
+                Ok(RecordBatch::new_empty(self.bronze.schema().clone()))
+            }
+        }
+    }
+
+    /// Silver, gold and the batch summary for bronze rows of `batch`.
+    async fn downstream(
+        &mut self,
+        batch: i64,
+        bronze_rows: RecordBatch,
+        started: Instant,
+    ) -> anyhow::Result<BatchReport> {
+        let mut report = BatchReport {
+            batch,
+            events: bronze_rows.num_rows(),
+            ..Default::default()
+        };
+        let now = crate::time::now_micros();
+        let mut q = QuarantineRows::new(batch, now);
+        let accepted = if bronze_rows.num_rows() > 0 {
+            self.silver_stage(batch, &bronze_rows, &mut q).await?
+        } else {
+            None
+        };
+        for (reason, n) in q.reasons() {
+            *report.quarantined.entry(reason).or_default() += n;
+        }
+        let silver_quarantine = q.finish();
+        if silver_quarantine.num_rows() > 0 {
+            self.quarantine
+                .append(STAGE_SILVER, batch, vec![silver_quarantine])
+                .await?;
+        }
+        if let Some((accepted, input_rows)) = accepted {
+            report.accepted = accepted.num_rows();
+            if accepted.num_rows() > 0 {
+                let gold_failed = self
+                    .gold_stage(batch, &accepted, &input_rows, &bronze_rows)
+                    .await?;
+                for (reason, n) in gold_failed {
+                    *report.quarantined.entry(reason).or_default() += n;
+                }
+            }
+        }
+        report.millis = started.elapsed().as_millis();
+        self.record_batch(&report, now).await?;
+        Ok(report)
+    }
+
+    /// Runs the silver plugin and the host's dedup. Returns the stored silver
+    /// rows and, per row, the bronze row it came from.
+    async fn silver_stage(
+        &mut self,
+        batch: i64,
+        bronze_rows: &RecordBatch,
+        q: &mut QuarantineRows,
+    ) -> anyhow::Result<Option<(RecordBatch, Vec<u32>)>> {
+        let plugin = self.plugins.silver.clone();
+        let producer = plugin.meta().producer();
+        let raw = RawColumns::new(bronze_rows).map_err(anyhow::Error::msg)?;
+        let outcome = run_plugin(&plugin, bronze_rows.clone())
+            .await
+            .and_then(|out| check_silver_coverage(out, bronze_rows.num_rows(), &plugin));
+        let (silver_rows, plugin_quarantine) = match outcome {
+            Ok(parts) => parts,
+            Err(failure) => {
+                tracing::error!(batch, plugin = %producer, "{failure}; quarantining the batch");
+                for i in 0..raw.len() {
+                    q.push(
+                        Layer::Silver,
+                        failure.reason(),
+                        &failure.to_string(),
+                        raw.row(i),
+                        &producer,
+                    );
+                }
+                return Ok(None);
+            }
+        };
+        push_plugin_quarantine(q, &plugin_quarantine, &raw, &producer)?;
+        let (accepted, rejected) =
+            silver::deduplicate(&mut self.dedup, &silver_rows).map_err(anyhow::Error::msg)?;
+        for r in &rejected {
+            q.push(
+                Layer::Silver,
+                r.reason,
+                &r.detail,
+                raw.row(r.input_row as usize),
+                "sluice-host",
+            );
+        }
+        let input_rows = column_u32(&accepted, INPUT_ROW)?;
+        let stored = add_lineage(&drop_column(&accepted, INPUT_ROW), batch, &producer);
+        if stored.num_rows() > 0 {
+            self.silver
+                .append(STAGE_SILVER, batch, vec![stored.clone()])
+                .await?;
+        }
+        Ok(Some((stored, input_rows)))
+    }
+
+    /// Runs the gold plugin and folds its rows into the gold tables. If the
+    /// plugin fails, the batch's accepted events are quarantined for gold.
+    async fn gold_stage(
+        &mut self,
+        batch: i64,
+        accepted: &RecordBatch,
+        input_rows: &[u32],
+        bronze_rows: &RecordBatch,
+    ) -> anyhow::Result<Vec<(String, usize)>> {
+        let plugin = self.plugins.gold.clone();
+        match run_plugin(&plugin, accepted.clone()).await {
+            Ok(outputs) => {
+                self.gold.write(STAGE_GOLD, batch, outputs).await?;
+                Ok(Vec::new())
+            }
+            Err(failure) => {
+                let producer = plugin.meta().producer();
+                tracing::error!(batch, plugin = %producer, "{failure}; quarantining the batch for gold");
+                let raw = RawColumns::new(bronze_rows).map_err(anyhow::Error::msg)?;
+                let mut q = QuarantineRows::new(batch, crate::time::now_micros());
+                for &row in input_rows {
+                    q.push(
+                        Layer::Gold,
+                        failure.reason(),
+                        &failure.to_string(),
+                        raw.row(row as usize),
+                        &producer,
+                    );
+                }
+                let n = q.len();
+                self.quarantine
+                    .append(STAGE_GOLD, batch, vec![q.finish()])
+                    .await?;
+                Ok(vec![(failure.reason().to_string(), n)])
+            }
+        }
+    }
+
+    async fn record_batch(&mut self, report: &BatchReport, now: i64) -> anyhow::Result<()> {
+        let plugins = [Layer::Bronze, Layer::Silver, Layer::Gold]
+            .map(|l| self.plugins.get(l).meta().producer())
+            .join(",");
+        let row = RecordBatch::try_new(
+            batches_schema(),
+            vec![
+                Arc::new(Int64Array::from(vec![report.batch])),
+                Arc::new(TimestampMicrosecondArray::from(vec![now]).with_timezone("UTC")),
+                Arc::new(Int64Array::from(vec![report.events as i64])),
+                Arc::new(Int64Array::from(vec![report.accepted as i64])),
+                Arc::new(Int64Array::from(vec![report.quarantined_total() as i64])),
+                Arc::new(Int64Array::from(vec![report.millis as i64])),
+                Arc::new(StringArray::from(vec![plugins])),
+            ],
+        )?;
+        self.batches
+            .append(STAGE_DONE, report.batch, vec![row])
+            .await?;
+        Ok(())
+    }
+
+    fn add_to_totals(&mut self, report: &BatchReport) {
+        self.totals.batches += 1;
+        self.totals.events += report.events as u64;
+        self.totals.accepted += report.accepted as u64;
+        for (reason, n) in &report.quarantined {
+            *self.totals.quarantined.entry(reason.clone()).or_default() += *n as u64;
+        }
+    }
+}
+
+/// Runs a plugin on a blocking thread (wasm execution is CPU-bound).
+async fn run_plugin(
+    plugin: &LoadedPlugin,
+    input: RecordBatch,
+) -> Result<BTreeMap<String, RecordBatch>, PluginFailure> {
+    let plugin = plugin.clone();
+    tokio::task::spawn_blocking(move || plugin.transform(&input))
+        .await
+        .unwrap_or_else(|e| Err(PluginFailure::Trap(format!("plugin thread panicked: {e}"))))
+}
+
+/// Silver output must account for every input row, in silver or quarantine.
+fn check_silver_coverage(
+    mut out: BTreeMap<String, RecordBatch>,
+    inputs: usize,
+    plugin: &LoadedPlugin,
+) -> Result<(RecordBatch, RecordBatch), PluginFailure> {
+    let silver_rows = out.remove(silver::TABLE);
+    let q_rows = out.remove(quarantine::TABLE);
+    let mut seen = vec![false; inputs];
+    for rows in [&silver_rows, &q_rows].into_iter().flatten() {
+        let col = rows
+            .column_by_name(INPUT_ROW)
+            .and_then(|c| c.as_any().downcast_ref::<UInt32Array>())
+            .ok_or_else(|| PluginFailure::BadOutput("missing input_row".into()))?;
+        for r in col.values() {
+            let slot = seen.get_mut(*r as usize).ok_or_else(|| {
+                PluginFailure::BadOutput(format!("input_row {r} is outside the batch of {inputs}"))
+            })?;
+            *slot = true;
+        }
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        return Err(PluginFailure::BadOutput(format!(
+            "input row {missing} is neither in silver_events nor in quarantine"
+        )));
+    }
+    let empty = |schema: SchemaRef| RecordBatch::new_empty(schema);
+    Ok((
+        silver_rows.unwrap_or_else(|| {
+            empty(
+                plugin
+                    .meta()
+                    .output(silver::TABLE)
+                    .expect("checked at load")
+                    .schema
+                    .clone(),
+            )
+        }),
+        q_rows.unwrap_or_else(|| empty(sluice_plugin_sdk::schemas::quarantine_output())),
+    ))
+}
+
+fn push_plugin_quarantine(
+    q: &mut QuarantineRows,
+    rows: &RecordBatch,
+    raw: &RawColumns<'_>,
+    producer: &str,
+) -> anyhow::Result<()> {
+    if rows.num_rows() == 0 {
+        return Ok(());
+    }
+    let input_row = column_u32(rows, INPUT_ROW)?;
+    let reason = rows
+        .column(1)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .context("quarantine.reason")?;
+    let detail = rows
+        .column(2)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .context("quarantine.detail")?;
+    for (i, row) in input_row.iter().enumerate() {
+        q.push(
+            Layer::Silver,
+            reason.value(i),
+            detail.value(i),
+            raw.row(*row as usize),
+            producer,
+        );
+    }
+    Ok(())
+}
+
+fn quarantine_all(
+    input: &RecordBatch,
+    batch: i64,
+    now: i64,
+    layer: Layer,
+    failure: &PluginFailure,
+    producer: &str,
+) -> anyhow::Result<RecordBatch> {
+    let raw = RawColumns::new(input).map_err(anyhow::Error::msg)?;
+    let mut q = QuarantineRows::new(batch, now);
+    let detail = failure.to_string();
+    for i in 0..raw.len() {
+        q.push(layer, failure.reason(), &detail, raw.row(i), producer);
+    }
+    Ok(q.finish())
+}
+
+fn column_u32(rows: &RecordBatch, name: &str) -> anyhow::Result<Vec<u32>> {
+    if rows.num_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    let col = rows
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<UInt32Array>())
+        .with_context(|| format!("column `{name}`"))?;
+    Ok(col.values().to_vec())
+}
+
+fn drop_column_schema(schema: &Schema, name: &str) -> Schema {
+    Schema::new(
+        schema
+            .fields()
+            .iter()
+            .filter(|f| f.name() != name)
+            .map(|f| f.as_ref().clone())
+            .collect::<Vec<_>>(),
+    )
+}

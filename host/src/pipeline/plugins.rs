@@ -1,0 +1,136 @@
+//! The active plugin of each layer: the embedded default or a configured
+//! `.wasm`, checked against what the host needs from that layer.
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use deltalake::arrow::datatypes::DataType;
+
+use crate::config::Config;
+use crate::layers::{bronze, quarantine, silver};
+use crate::runtime::contract::WriteMode;
+use crate::runtime::{Layer, Limits, LoadedPlugin, Runtime, embedded};
+
+/// Tables the host owns; a gold plugin may not declare these names.
+pub const RESERVED_TABLES: [&str; 4] = [
+    bronze::TABLE,
+    silver::TABLE,
+    quarantine::TABLE,
+    super::BATCHES_TABLE,
+];
+
+/// One loaded plugin per layer.
+#[derive(Clone)]
+pub struct Plugins {
+    pub bronze: LoadedPlugin,
+    pub silver: LoadedPlugin,
+    pub gold: LoadedPlugin,
+}
+
+impl Plugins {
+    /// Loads the configured plugins, falling back to the embedded defaults.
+    pub fn load(runtime: &Runtime, config: &Config) -> anyhow::Result<Plugins> {
+        let limits = Limits {
+            memory_bytes: (config.plugins.memory_mb as usize) << 20,
+            batch_timeout: std::time::Duration::from_millis(config.plugins.batch_timeout_ms),
+        };
+        let load =
+            |layer: Layer, path: &Option<std::path::PathBuf>| -> anyhow::Result<LoadedPlugin> {
+                let plugin = match path {
+                    Some(path) => runtime.load_file(path, limits)?,
+                    None => runtime
+                        .load(embedded::default_plugin(layer), limits)
+                        .with_context(|| format!("loading the embedded {layer} plugin"))?,
+                };
+                check_layer(&plugin, layer, path.as_deref())?;
+                Ok(plugin)
+            };
+        Ok(Plugins {
+            bronze: load(Layer::Bronze, &config.plugins.bronze)?,
+            silver: load(Layer::Silver, &config.plugins.silver)?,
+            gold: load(Layer::Gold, &config.plugins.gold)?,
+        })
+    }
+
+    pub fn get(&self, layer: Layer) -> &LoadedPlugin {
+        match layer {
+            Layer::Bronze => &self.bronze,
+            Layer::Silver => &self.silver,
+            Layer::Gold => &self.gold,
+        }
+    }
+}
+
+/// Refuses a plugin that serves another layer or lacks the tables and
+/// columns the host relies on for that layer.
+pub fn check_layer(plugin: &LoadedPlugin, layer: Layer, path: Option<&Path>) -> anyhow::Result<()> {
+    let meta = plugin.meta();
+    let what = path
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| meta.producer());
+    if meta.layer != layer {
+        bail!("{what} is a {} plugin, configured for {layer}", meta.layer);
+    }
+    let require = |table: &str, columns: &[(&str, DataType)]| -> anyhow::Result<()> {
+        let decl = meta
+            .output(table)
+            .with_context(|| format!("{what}: a {layer} plugin must declare table `{table}`"))?;
+        if !matches!(decl.mode, WriteMode::Append) {
+            bail!("{what}: table `{table}` must be append");
+        }
+        for (column, ty) in columns {
+            let field = decl
+                .schema
+                .field_with_name(column)
+                .with_context(|| format!("{what}: table `{table}` needs column `{column}`"))?;
+            if field.data_type() != ty {
+                bail!(
+                    "{what}: `{table}.{column}` must be {ty}, not {}",
+                    field.data_type()
+                );
+            }
+        }
+        Ok(())
+    };
+    match layer {
+        Layer::Bronze => require(
+            bronze::TABLE,
+            &[
+                ("raw", DataType::Binary),
+                ("source", DataType::Utf8),
+                ("source_partition", DataType::Utf8),
+                ("source_offset", DataType::Int64),
+            ],
+        ),
+        Layer::Silver => {
+            require(
+                silver::TABLE,
+                &[
+                    (sluice_plugin_sdk::schemas::INPUT_ROW, DataType::UInt32),
+                    (silver::EVENT_ID, DataType::Utf8),
+                    (
+                        silver::EVENT_TIME,
+                        sluice_plugin_sdk::schemas::timestamp_type(),
+                    ),
+                ],
+            )?;
+            let q = meta
+                .output(quarantine::TABLE)
+                .with_context(|| format!("{what}: a silver plugin must declare `quarantine`"))?;
+            if q.schema.fields() != sluice_plugin_sdk::schemas::quarantine_output().fields() {
+                bail!("{what}: `quarantine` must have the contract's quarantine schema");
+            }
+            Ok(())
+        }
+        Layer::Gold => {
+            if let Some(t) = meta
+                .outputs
+                .iter()
+                .find(|t| RESERVED_TABLES.contains(&t.name.as_str()))
+            {
+                bail!("{what}: table name `{}` is reserved for the host", t.name);
+            }
+            Ok(())
+        }
+    }
+}

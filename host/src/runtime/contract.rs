@@ -1,0 +1,309 @@
+//! The host's view of a plugin's metadata (decoded from the WIT types) and
+//! the checks its outputs must pass before anything is written.
+
+use std::collections::BTreeMap;
+
+use deltalake::arrow::array::{Array, RecordBatch};
+use deltalake::arrow::datatypes::SchemaRef;
+
+use super::bindings::sluice::transform::types as wit;
+
+/// A medallion layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Layer {
+    Bronze,
+    Silver,
+    Gold,
+}
+
+impl Layer {
+    pub const ALL: [Layer; 3] = [Layer::Bronze, Layer::Silver, Layer::Gold];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Bronze => "bronze",
+            Layer::Silver => "silver",
+            Layer::Gold => "gold",
+        }
+    }
+}
+
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Layer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "bronze" => Ok(Layer::Bronze),
+            "silver" => Ok(Layer::Silver),
+            "gold" => Ok(Layer::Gold),
+            other => Err(format!("unknown layer `{other}` (bronze, silver or gold)")),
+        }
+    }
+}
+
+/// How a measure folds; mirrors `merge-op` in the WIT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergeOp {
+    Sum,
+    Min,
+    Max,
+    Any,
+    First,
+}
+
+#[derive(Debug, Clone)]
+pub struct Measure {
+    pub column: String,
+    pub op: MergeOp,
+}
+
+#[derive(Debug, Clone)]
+pub struct MergeSpec {
+    pub keys: Vec<String>,
+    pub measures: Vec<Measure>,
+    pub order_by: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scd2Spec {
+    pub key: String,
+    pub tracked: Vec<String>,
+    pub at: String,
+    pub is_change: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DerivedSpec {
+    pub sql: String,
+    pub keys: Vec<String>,
+    pub scope: String,
+}
+
+/// How the host writes a table; mirrors `write-mode` in the WIT.
+#[derive(Debug, Clone)]
+pub enum WriteMode {
+    Append,
+    Merge(MergeSpec),
+    Scd2(Scd2Spec),
+    Derived(DerivedSpec),
+}
+
+/// One declared output table.
+#[derive(Debug, Clone)]
+pub struct TableDecl {
+    pub name: String,
+    pub description: String,
+    pub schema: SchemaRef,
+    pub partition_by: Vec<String>,
+    pub mode: WriteMode,
+}
+
+/// What a plugin said about itself.
+#[derive(Debug, Clone)]
+pub struct PluginMeta {
+    pub name: String,
+    pub version: String,
+    pub layer: Layer,
+    pub description: String,
+    pub outputs: Vec<TableDecl>,
+}
+
+impl PluginMeta {
+    /// `name@version`, recorded with every row the plugin produces.
+    pub fn producer(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+
+    pub fn output(&self, table: &str) -> Option<&TableDecl> {
+        self.outputs.iter().find(|t| t.name == table)
+    }
+
+    /// Decodes and checks the WIT record: schemas parse, names are unique,
+    /// merge keys and measures name real columns.
+    pub fn from_wit(info: wit::PluginInfo) -> Result<PluginMeta, String> {
+        let mut outputs = Vec::with_capacity(info.outputs.len());
+        for table in info.outputs {
+            let decl = decode_table(table)?;
+            if outputs.iter().any(|t: &TableDecl| t.name == decl.name) {
+                return Err(format!("table `{}` declared twice", decl.name));
+            }
+            outputs.push(decl);
+        }
+        Ok(PluginMeta {
+            name: info.name,
+            version: info.version,
+            layer: match info.layer {
+                wit::Layer::Bronze => Layer::Bronze,
+                wit::Layer::Silver => Layer::Silver,
+                wit::Layer::Gold => Layer::Gold,
+            },
+            description: info.description,
+            outputs,
+        })
+    }
+}
+
+fn decode_table(table: wit::TableSpec) -> Result<TableDecl, String> {
+    let (schema, _) = sluice_plugin_sdk::ipc::read_all(&table.schema)
+        .map_err(|e| format!("table `{}`: schema: {e}", table.name))?;
+    let mode = match table.mode {
+        wit::WriteMode::Append => WriteMode::Append,
+        wit::WriteMode::Merge(m) => WriteMode::Merge(MergeSpec {
+            keys: m.keys,
+            measures: m
+                .measures
+                .into_iter()
+                .map(|m| Measure {
+                    column: m.column,
+                    op: match m.op {
+                        wit::MergeOp::Sum => MergeOp::Sum,
+                        wit::MergeOp::Min => MergeOp::Min,
+                        wit::MergeOp::Max => MergeOp::Max,
+                        wit::MergeOp::Any => MergeOp::Any,
+                        wit::MergeOp::First => MergeOp::First,
+                    },
+                })
+                .collect(),
+            order_by: m.order_by,
+        }),
+        wit::WriteMode::Scd2(s) => WriteMode::Scd2(Scd2Spec {
+            key: s.key,
+            tracked: s.tracked,
+            at: s.at,
+            is_change: s.is_change,
+        }),
+        wit::WriteMode::Derived(d) => WriteMode::Derived(DerivedSpec {
+            sql: d.sql,
+            keys: d.keys,
+            scope: d.scope,
+        }),
+    };
+    let decl = TableDecl {
+        name: table.name,
+        description: table.description,
+        schema,
+        partition_by: table.partition_by,
+        mode,
+    };
+    check_columns(&decl)?;
+    Ok(decl)
+}
+
+fn check_columns(decl: &TableDecl) -> Result<(), String> {
+    let has = |c: &str| decl.schema.column_with_name(c).is_some();
+    let mut named: Vec<&str> = decl.partition_by.iter().map(String::as_str).collect();
+    match &decl.mode {
+        WriteMode::Append | WriteMode::Derived(_) => {}
+        WriteMode::Merge(m) => {
+            named.extend(m.keys.iter().map(String::as_str));
+            named.extend(m.measures.iter().map(|m| m.column.as_str()));
+            named.extend(m.order_by.as_deref());
+            let uses_first = m.measures.iter().any(|m| m.op == MergeOp::First);
+            if uses_first && m.order_by.is_none() {
+                return Err(format!(
+                    "table `{}`: `first` measures need order-by",
+                    decl.name
+                ));
+            }
+            let covered = m.keys.len() + m.measures.len();
+            if covered != decl.schema.fields().len() {
+                return Err(format!(
+                    "table `{}`: every column must be a key or a measure",
+                    decl.name
+                ));
+            }
+        }
+        WriteMode::Scd2(s) => {
+            named.push(&s.key);
+            named.extend(s.tracked.iter().map(String::as_str));
+            named.push(&s.at);
+            named.push(&s.is_change);
+        }
+    }
+    match named.into_iter().find(|c| !has(c)) {
+        Some(missing) => Err(format!(
+            "table `{}`: column `{missing}` is named but not in the schema",
+            decl.name
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Decodes a plugin's outputs and checks each against its declaration.
+pub fn decode_outputs(
+    meta: &PluginMeta,
+    outputs: Vec<wit::TableBatch>,
+) -> Result<BTreeMap<String, RecordBatch>, String> {
+    let mut tables: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
+    for out in outputs {
+        let decl = meta
+            .output(&out.table)
+            .ok_or_else(|| format!("emitted rows for undeclared table `{}`", out.table))?;
+        let (schema, batches) = sluice_plugin_sdk::ipc::read_all(&out.ipc)
+            .map_err(|e| format!("table `{}`: {e}", out.table))?;
+        if !same_fields(&schema, &decl.schema) {
+            return Err(format!(
+                "table `{}`: emitted schema {} does not match declared {}",
+                out.table,
+                describe(&schema),
+                describe(&decl.schema)
+            ));
+        }
+        for batch in &batches {
+            check_non_null(&out.table, &decl.schema, batch)?;
+        }
+        tables.entry(out.table).or_default().extend(batches);
+    }
+    tables
+        .into_iter()
+        .map(|(name, batches)| {
+            let schema = meta.output(&name).expect("checked above").schema.clone();
+            let rows = deltalake::arrow::compute::concat_batches(&schema, &batches)
+                .map_err(|e| format!("table `{name}`: {e}"))?;
+            Ok((name, rows))
+        })
+        .collect()
+}
+
+fn same_fields(a: &SchemaRef, b: &SchemaRef) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields().iter().zip(b.fields()).all(|(x, y)| {
+            x.name() == y.name()
+                && x.data_type() == y.data_type()
+                && x.is_nullable() == y.is_nullable()
+        })
+}
+
+fn describe(schema: &SchemaRef) -> String {
+    let cols: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            format!(
+                "{}: {}{}",
+                f.name(),
+                f.data_type(),
+                if f.is_nullable() { "?" } else { "" }
+            )
+        })
+        .collect();
+    format!("({})", cols.join(", "))
+}
+
+fn check_non_null(table: &str, schema: &SchemaRef, batch: &RecordBatch) -> Result<(), String> {
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        if !field.is_nullable() && column.null_count() > 0 {
+            return Err(format!(
+                "table `{table}`: column `{}` is declared non-null but has {} nulls",
+                field.name(),
+                column.null_count()
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Wires a running service together: plugins, lake, pipeline, and the
+//! sources feeding it (collector and file replay), with graceful stop.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::lake::Lake;
+use crate::pipeline::runner::{self, Trigger};
+use crate::pipeline::{BatchReport, Pipeline, Plugins, Totals};
+use crate::runtime::Runtime;
+use crate::sources::{Envelope, file, http};
+
+/// Envelopes buffered between sources and the pipeline; beyond this, sources
+/// wait (backpressure).
+const CHANNEL_ENVELOPES: usize = 16;
+
+/// Opens the lake and pipeline for `config`, recovering any unfinished batch.
+pub async fn open_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
+    let runtime = Runtime::new(Some(config.cache_dir()))?;
+    let plugins = Plugins::load(&runtime, config)?;
+    let lake = Lake::local(&config.lake)
+        .with_context(|| format!("opening lake {}", config.lake.display()))?;
+    let lateness = i64::try_from(config.lateness.allowed_secs)
+        .unwrap_or(i64::MAX / 1_000_000)
+        .saturating_mul(1_000_000);
+    Pipeline::open(&lake, plugins, lateness).await
+}
+
+/// Runs the service until the sources are exhausted (replay only) or `stop`
+/// turns true (then buffered events are still committed). `on_ready` gets the
+/// collector's bound address once it listens.
+pub async fn run(
+    config: &Config,
+    stop: watch::Receiver<bool>,
+    on_ready: impl FnOnce(Option<SocketAddr>),
+    on_batch: impl FnMut(&BatchReport),
+) -> anyhow::Result<Totals> {
+    let mut pipeline = open_pipeline(config).await?;
+    let (tx, rx) = mpsc::channel::<Envelope>(CHANNEL_ENVELOPES);
+    let collector = start_collector(config, &tx, stop.clone()).await?;
+    let replay = start_replay(config, &pipeline, &tx)?;
+    drop(tx);
+    on_ready(collector.as_ref().map(|(addr, _)| *addr));
+    let trigger = Trigger {
+        max_events: config.batch.max_events,
+        max_wait: config.max_wait(),
+    };
+    runner::run(&mut pipeline, rx, trigger, stop, on_batch).await?;
+    if let Some(replay) = replay {
+        replay.await.context("replay thread")??;
+    }
+    if let Some((_, server)) = collector {
+        server.await.context("collector task")??;
+    }
+    Ok(pipeline.totals().clone())
+}
+
+type Collector = (SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>);
+
+async fn start_collector(
+    config: &Config,
+    tx: &mpsc::Sender<Envelope>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<Collector>> {
+    if config.collector.listen.is_empty() {
+        return Ok(None);
+    }
+    let addr: SocketAddr = config
+        .collector
+        .listen
+        .parse()
+        .context("collector.listen")?;
+    let listener = http::bind(addr)
+        .await
+        .with_context(|| format!("binding the collector to {addr}"))?;
+    let bound = listener.local_addr()?;
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let server = tokio::spawn(http::serve(
+        listener,
+        tx.clone(),
+        config.collector.max_body_bytes,
+        shutdown,
+    ));
+    Ok(Some((bound, server)))
+}
+
+fn start_replay(
+    config: &Config,
+    pipeline: &Pipeline,
+    tx: &mpsc::Sender<Envelope>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<anyhow::Result<u64>>>> {
+    if config.replay.is_empty() {
+        return Ok(None);
+    }
+    let files = file::expand(&config.replay)?;
+    let positions = pipeline.positions().clone();
+    let chunk = config.batch.max_events.clamp(1, 10_000);
+    let tx = tx.clone();
+    Ok(Some(tokio::task::spawn_blocking(move || {
+        file::replay(&files, &positions, chunk, &tx)
+    })))
+}
+
+/// A stop signal that turns true on SIGINT or SIGTERM.
+pub fn stop_on_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing the SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("stopping: draining buffered events");
+        let _ = tx.send(true);
+    });
+    rx
+}

@@ -1,0 +1,189 @@
+//! HTTP collector: `POST /v1/events` takes NDJSON or a JSON array of events
+//! and answers 202 only once they are durable in bronze.
+//!
+//! 413 for a body over the limit, 400 with a reason for a body that is not
+//! NDJSON or a JSON array at all, 503 if the pipeline could not commit.
+//! Individual malformed events in a good body are accepted and land in
+//! quarantine, with their raw bytes, like any other bad event.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Envelope, RawRecord};
+
+pub const SOURCE: &str = "http";
+
+/// How long a request waits for its bronze commit before giving up with 503.
+const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+struct Collector {
+    tx: mpsc::Sender<Envelope>,
+    source: Arc<str>,
+}
+
+/// The collector's routes, sending envelopes into `tx`.
+pub fn router(tx: mpsc::Sender<Envelope>, max_body_bytes: usize) -> Router {
+    let state = Collector {
+        tx,
+        source: Arc::from(SOURCE),
+    };
+    Router::new()
+        .route("/v1/events", post(ingest))
+        .route("/health", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// Binds the collector; returns the bound address (port 0 picks one).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+async fn ingest(State(collector): State<Collector>, body: Bytes) -> Response {
+    let payloads = match split_body(&body) {
+        Ok(p) => p,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
+    };
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let partition: Arc<str> = Arc::from(request_id.as_str());
+    let records: Vec<RawRecord> = payloads
+        .into_iter()
+        .enumerate()
+        .map(|(i, payload)| RawRecord {
+            payload,
+            source: collector.source.clone(),
+            partition: partition.clone(),
+            offset: i as i64,
+        })
+        .collect();
+    let count = records.len();
+    let (ack_tx, ack_rx) = oneshot::channel();
+    let envelope = Envelope {
+        records,
+        ack: Some(ack_tx),
+    };
+    if collector.tx.send(envelope).await.is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the pipeline is shutting down",
+        );
+    }
+    match tokio::time::timeout(ACK_TIMEOUT, ack_rx).await {
+        Ok(Ok(Ok(()))) => (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({"accepted": count, "request_id": request_id})),
+        )
+            .into_response(),
+        Ok(Ok(Err(reason))) => error(StatusCode::SERVICE_UNAVAILABLE, &reason),
+        Ok(Err(_)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the pipeline stopped before committing",
+        ),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timed out waiting for the bronze commit",
+        ),
+    }
+}
+
+fn error(status: StatusCode, reason: &str) -> Response {
+    (status, axum::Json(json!({"error": reason}))).into_response()
+}
+
+/// Splits a body into one payload per event. A JSON array gives its
+/// elements; anything else is read as NDJSON, one event per non-blank line.
+/// Refuses bodies with no event or where no line even starts like JSON.
+pub fn split_body(body: &Bytes) -> Result<Vec<Bytes>, String> {
+    let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
+    let trimmed = text.trim_start();
+    if trimmed.is_empty() {
+        return Err("body holds no events".into());
+    }
+    if trimmed.starts_with('[') {
+        if let Ok(items) = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text) {
+            if items.is_empty() {
+                return Err("the JSON array holds no events".into());
+            }
+            return Ok(items
+                .into_iter()
+                .map(|raw| body.slice_ref(raw.get().as_bytes()))
+                .collect());
+        }
+    }
+    let lines: Vec<Bytes> = text
+        .split('\n')
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| body.slice_ref(line.trim_end_matches('\r').as_bytes()))
+        .collect();
+    let looks_like_json = |l: &Bytes| {
+        matches!(
+            l.iter().find(|b| !b.is_ascii_whitespace()),
+            Some(b'{' | b'[')
+        )
+    };
+    if !lines.iter().any(looks_like_json) {
+        return Err("body is neither NDJSON nor a JSON array: no line starts with `{`".into());
+    }
+    Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ndjson_lines_and_arrays_split_into_events() {
+        let body = Bytes::from_static(b"{\"a\":1}\n\n{\"b\":2}\r\nnot json\n");
+        let parts = split_body(&body).unwrap();
+        assert_eq!(
+            parts,
+            vec![
+                Bytes::from_static(b"{\"a\":1}"),
+                Bytes::from_static(b"{\"b\":2}"),
+                Bytes::from_static(b"not json")
+            ]
+        );
+        let body = Bytes::from_static(b"[{\"a\":1}, {\"b\": [2]}]");
+        let parts = split_body(&body).unwrap();
+        assert_eq!(
+            parts,
+            vec![
+                Bytes::from_static(b"{\"a\":1}"),
+                Bytes::from_static(b"{\"b\": [2]}")
+            ]
+        );
+    }
+
+    #[test]
+    fn bodies_that_are_not_ndjson_are_refused_with_a_reason() {
+        for body in [&b""[..], b"   \n", b"hello world\nfoo", b"\xff\xfe", b"[]"] {
+            let err = split_body(&Bytes::copy_from_slice(body)).unwrap_err();
+            assert!(!err.is_empty());
+        }
+    }
+}
+
+/// Serves the collector until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tx: mpsc::Sender<Envelope>,
+    max_body_bytes: usize,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(%addr, "collector listening");
+    axum::serve(listener, router(tx, max_body_bytes))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,96 @@
+//! Hostile plugins are contained: an infinite loop, unbounded allocation, a
+//! panic and output that lies about its schema each cost one batch, which
+//! lands in quarantine with the reason; the host keeps going.
+
+use crate::common;
+
+fn event(i: usize, note: &str) -> String {
+    serde_json::json!({
+        "event_id": format!("e{i:05}"), "user_id": "u_1", "account_id": "a_1", "plan": "free",
+        "event_type": "login", "session_id": format!("s_{}", i / 10),
+        "timestamp": format!("2026-01-05T10:{:02}:{:02}Z", i / 60, i % 60),
+        "properties": {"method": "password"}, "note": note
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_silver_plugins_cost_one_batch_each_and_the_host_lives() {
+    let dir = tempfile::tempdir().unwrap();
+    let triggers = [
+        "",
+        "HOSTILE_LOOP",
+        "",
+        "HOSTILE_ALLOC",
+        "HOSTILE_PANIC",
+        "HOSTILE_SCHEMA",
+        "",
+    ];
+    let mut lines = Vec::new();
+    for (chunk, trigger) in triggers.iter().enumerate() {
+        for j in 0..10 {
+            let i = chunk * 10 + j;
+            lines.push(event(i, if j == 4 { trigger } else { "" }));
+        }
+    }
+    let file = dir.path().join("events.ndjson");
+    common::write_lines(&file, &lines);
+    let lake = dir.path().join("lake");
+    let mut config = common::replay_config(&lake, vec![file], 10);
+    config.plugins.silver = Some(env!("SLUICE_PLUGIN_HOSTILE").into());
+    config.plugins.batch_timeout_ms = 300;
+    config.plugins.memory_mb = 64;
+    let totals = common::run_to_end(&config).await;
+
+    assert_eq!(totals.batches, 7);
+    assert_eq!(totals.accepted, 30, "the three good batches are accepted");
+    let reasons = common::rows(
+        &lake,
+        "SELECT reason, layer, COUNT(*) AS n FROM quarantine GROUP BY reason, layer",
+    )
+    .await;
+    let expected: Vec<String> = [
+        "plugin_bad_output",
+        "plugin_out_of_memory",
+        "plugin_timeout",
+        "plugin_trap",
+    ]
+    .iter()
+    .map(|r| serde_json::json!({"reason": r, "layer": "silver", "n": 10}).to_string())
+    .collect();
+    let mut expected = expected;
+    expected.sort();
+    assert_eq!(reasons, expected);
+    let bronze = common::count(&lake, "SELECT COUNT(*) FROM bronze_events").await;
+    assert_eq!(
+        bronze, 70,
+        "bronze keeps the hostile batches' raw events too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_is_not_a_component_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus.wasm");
+    std::fs::write(&bogus, b"\0asm not really").unwrap();
+    let runtime = sluice::runtime::Runtime::new(None).unwrap();
+    let err = runtime
+        .load_file(&bogus, Default::default())
+        .err()
+        .expect("refused");
+    assert!(format!("{err:#}").contains("bogus.wasm"), "{err:#}");
+    // A real component for the wrong layer is refused at configuration.
+    let silver = runtime
+        .load(
+            sluice::runtime::embedded::default_plugin(sluice::runtime::Layer::Silver),
+            Default::default(),
+        )
+        .unwrap();
+    let err = sluice::pipeline::plugins::check_layer(&silver, sluice::runtime::Layer::Gold, None)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("silver plugin, configured for gold"),
+        "{err}"
+    );
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the whole host with real wasmtime, real Delta tables
+//! and a real child process, in one test binary to keep link time down.
+
+mod common;
+mod crash;
+mod fixtures;
+mod gold;
+mod hostile;
+mod synapse;
