@@ -142,10 +142,11 @@ fn cell(column: &dyn Array, i: usize) -> Value {
         DataType::Boolean => as_json!(BooleanArray),
         DataType::Date32 => as_json!(Date32Array),
         DataType::Timestamp(TimeUnit::Microsecond, _) => as_json!(TimestampMicrosecondArray),
-        DataType::Dictionary(_, value_type) => {
-            return deltalake::arrow::compute::cast(&column.slice(i, 1), value_type)
-                .map(|plain| cell(plain.as_ref(), 0))
-                .unwrap_or(Value::Null);
+        // Readers hand back dictionary, view and large variants; show them plain.
+        DataType::Dictionary(_, value_type) => return cell_as(column, i, value_type),
+        DataType::Utf8View | DataType::LargeUtf8 => return cell_as(column, i, &DataType::Utf8),
+        DataType::BinaryView | DataType::LargeBinary => {
+            return cell_as(column, i, &DataType::Binary);
         }
         DataType::Binary => any
             .downcast_ref::<BinaryArray>()
@@ -153,6 +154,12 @@ fn cell(column: &dyn Array, i: usize) -> Value {
         _ => None,
     };
     value.unwrap_or_else(|| json!(format!("{:?}", column.slice(i, 1))))
+}
+
+fn cell_as(column: &dyn Array, i: usize, plain: &DataType) -> Value {
+    deltalake::arrow::compute::cast(&column.slice(i, 1), plain)
+        .map(|plain| cell(plain.as_ref(), 0))
+        .unwrap_or(Value::Null)
 }
 
 /// Reads an expectation file (one JSON object per line).

@@ -110,6 +110,7 @@ impl GoldTables {
                 }
                 _ => {}
             }
+            crate::pipeline::failpoint("gold-table", batch);
         }
         self.write_derived(stage, batch, &outputs).await
     }

@@ -48,6 +48,26 @@ pub const STAGE_SILVER: &str = "sluice-silver";
 pub const STAGE_GOLD: &str = "sluice-gold";
 pub const STAGE_DONE: &str = "sluice-batches";
 
+/// Fault injection for crash tests: with `SLUICE_FAILPOINT=<point>:<batch>`
+/// the process aborts (no cleanup, like `kill -9`) when batch `<batch>`
+/// reaches `<point>`: `bronze-committed`, `silver-committed`, `gold-table`
+/// (after the first gold table) or `before-done`.
+pub fn failpoint(point: &str, batch: i64) {
+    static SPEC: std::sync::OnceLock<Option<(String, i64)>> = std::sync::OnceLock::new();
+    let spec = SPEC.get_or_init(|| {
+        let value = std::env::var("SLUICE_FAILPOINT").ok()?;
+        let (name, at) = value.split_once(':')?;
+        Some((name.to_string(), at.parse().ok()?))
+    });
+    if spec
+        .as_ref()
+        .is_some_and(|(name, at)| name == point && *at == batch)
+    {
+        eprintln!("failpoint {point} reached at batch {batch}: aborting");
+        std::process::abort();
+    }
+}
+
 /// What one batch did.
 #[derive(Debug, Default, Clone)]
 pub struct BatchReport {
@@ -254,6 +274,7 @@ impl Pipeline {
                 self.bronze
                     .append(STAGE_BRONZE, batch, vec![stored.clone()])
                     .await?;
+                failpoint("bronze-committed", batch);
                 Ok(stored)
             }
             Err(failure) => {
@@ -305,6 +326,7 @@ impl Pipeline {
             }
         }
         report.millis = started.elapsed().as_millis();
+        failpoint("before-done", batch);
         self.record_batch(&report, now).await?;
         Ok(report)
     }
@@ -357,6 +379,7 @@ impl Pipeline {
             self.silver
                 .append(STAGE_SILVER, batch, vec![stored.clone()])
                 .await?;
+            failpoint("silver-committed", batch);
         }
         Ok(Some((stored, input_rows)))
     }

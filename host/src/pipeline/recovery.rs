@@ -85,11 +85,11 @@ async fn restore_dedup(
     .await?;
     let mut accepted = Vec::new();
     for b in &rows {
-        let ids = b
-            .column(0)
+        let ids = cast(b.column(0), &DataType::Utf8)?;
+        let ids = ids
             .as_any()
             .downcast_ref::<StringArray>()
-            .expect("event_id is utf8");
+            .expect("cast to utf8");
         let times = b
             .column(1)
             .as_any()

@@ -110,12 +110,35 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<PluginState>,
     cache_dir: Option<PathBuf>,
-    ticker_stop: Arc<AtomicBool>,
+    ticker: Arc<EpochTicker>,
 }
 
-impl Drop for Runtime {
+/// Advances the engine's epoch every [`EPOCH_TICK`] while any runtime or
+/// plugin holds it; time budgets only work while it runs.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Arc<EpochTicker> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch ticker thread");
+        Arc::new(EpochTicker { stop })
+    }
+}
+
+impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -130,13 +153,12 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm_err)?;
         Transform::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
             .map_err(wasm_err)?;
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        spawn_ticker(engine.clone(), ticker_stop.clone());
+        let ticker = EpochTicker::start(engine.clone());
         Ok(Runtime {
             engine,
             linker,
             cache_dir,
-            ticker_stop,
+            ticker,
         })
     }
 
@@ -159,6 +181,7 @@ impl Runtime {
             meta: None,
             hash,
             limits,
+            _ticker: self.ticker.clone(),
         };
         let info = plugin
             .call(|t, store| t.call_info(store))
@@ -212,18 +235,6 @@ fn wasm_err(e: wasmtime::Error) -> anyhow::Error {
     anyhow::anyhow!("{e:?}")
 }
 
-fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) {
-    std::thread::Builder::new()
-        .name("sluice-epoch".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                engine.increment_epoch();
-            }
-        })
-        .expect("spawning the epoch ticker thread");
-}
-
 /// A compiled plugin ready to run batches.
 #[derive(Clone)]
 pub struct LoadedPlugin {
@@ -232,6 +243,7 @@ pub struct LoadedPlugin {
     meta: Option<Arc<PluginMeta>>,
     hash: String,
     limits: Limits,
+    _ticker: Arc<EpochTicker>,
 }
 
 impl LoadedPlugin {

@@ -59,6 +59,20 @@ fn run_and_kill(lake: &Path, file: &Path, after_batches: usize, extra_ms: u64) -
     still_running
 }
 
+/// Runs until the failpoint aborts the process; asserts it did.
+fn run_into_failpoint(lake: &Path, file: &Path, failpoint: &str) {
+    let output = sluice_run(lake, file)
+        .env("SLUICE_FAILPOINT", failpoint)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "the run passed {failpoint} without aborting: {stderr}"
+    );
+    assert!(stderr.contains("failpoint"), "{failpoint}: {stderr}");
+}
+
 fn run_to_completion(lake: &Path, file: &Path) {
     let output = sluice_run(lake, file).output().unwrap();
     assert!(
@@ -82,7 +96,7 @@ async fn snapshot(lake: &Path) -> Vec<Vec<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_then_restart_gives_the_uninterrupted_result() {
     let dir = tempfile::tempdir().unwrap();
-    let lines = common::simulated_lines(23, 15_000, 0.03);
+    let lines = common::simulated_lines(23, 24_000, 0.03);
     let file = dir.path().join("events.ndjson");
     common::write_lines(&file, &lines);
 
@@ -90,8 +104,19 @@ async fn kill_9_mid_stream_then_restart_gives_the_uninterrupted_result() {
     run_to_completion(&reference, &file);
 
     let crashed = dir.path().join("crashed");
+    // First abort at exact points between the commits of one batch (each
+    // restart finishes the half-committed batch, then runs into the next)...
+    for failpoint in [
+        "bronze-committed:2",
+        "silver-committed:3",
+        "gold-table:4",
+        "before-done:5",
+    ] {
+        run_into_failpoint(&crashed, &file, failpoint);
+    }
+    // ...then kill -9 at moments the test does not choose.
     let mut kills = 0;
-    for (after, extra_ms) in [(1, 5), (3, 40), (5, 0), (6, 120)] {
+    for (after, extra_ms) in [(1, 5), (2, 40), (2, 0), (3, 120)] {
         kills += run_and_kill(&crashed, &file, after, extra_ms) as usize;
     }
     assert!(

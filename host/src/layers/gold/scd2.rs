@@ -182,7 +182,10 @@ impl Scd2State {
             .sql(&format!("SELECT * FROM \"{table}\""))
             .await
             .map_err(|e| e.to_string())?;
+        let schema = self.stored_schema();
         for rows in df.collect().await.map_err(|e| e.to_string())? {
+            // DataFusion may read strings back as views; go back to the stored types.
+            let rows = crate::lake::conform(table, &rows, &schema).map_err(|e| e.to_string())?;
             self.restore_rows(&rows)?;
         }
         Ok(())
