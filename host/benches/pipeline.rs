@@ -96,10 +96,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let mut config = Config::default();
-    config.lake = dir.path().join("lake");
-    config.cache_dir = Some(dir.path().join("cache"));
-    config.replay = vec![file.clone()];
+    let mut config = Config {
+        lake: dir.path().join("lake"),
+        cache_dir: Some(dir.path().join("cache")),
+        replay: vec![file.clone()],
+        ..Default::default()
+    };
     config.collector.listen = String::new();
     config.batch.max_events = args.batch;
     let (cpu0, _) = cpu_and_peak_rss();

@@ -31,7 +31,7 @@ pub async fn run(
         let first = tokio::select! {
             biased;
             envelope = rx.recv() => envelope,
-            _ = stop.wait_for(|s| *s) => {
+            _ = stopped(&mut stop) => {
                 rx.close();
                 rx.recv().await
             }
@@ -51,6 +51,14 @@ pub async fn run(
             let _ = ack.send(Err("the pipeline failed to commit the batch".into()));
         }
         on_batch(&result?);
+    }
+}
+
+/// Resolves once `stop` turns true; never if its sender is gone.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not Send: drop it inside this function.
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

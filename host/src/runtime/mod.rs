@@ -312,10 +312,8 @@ impl LoadedPlugin {
 
     fn classify(&self, error: wasmtime::Error) -> PluginFailure {
         let text = format!("{error:#}");
-        if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
-            if *trap == wasmtime::Trap::Interrupt {
-                return PluginFailure::Timeout(self.limits.batch_timeout);
-            }
+        if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
+            return PluginFailure::Timeout(self.limits.batch_timeout);
         }
         if text.contains("grow") && (text.contains("memory") || text.contains("limit")) {
             return PluginFailure::Memory(text);

@@ -110,16 +110,16 @@ pub fn split_body(body: &Bytes) -> Result<Vec<Bytes>, String> {
     if trimmed.is_empty() {
         return Err("body holds no events".into());
     }
-    if trimmed.starts_with('[') {
-        if let Ok(items) = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text) {
-            if items.is_empty() {
-                return Err("the JSON array holds no events".into());
-            }
-            return Ok(items
-                .into_iter()
-                .map(|raw| body.slice_ref(raw.get().as_bytes()))
-                .collect());
+    if trimmed.starts_with('[')
+        && let Ok(items) = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text)
+    {
+        if items.is_empty() {
+            return Err("the JSON array holds no events".into());
         }
+        return Ok(items
+            .into_iter()
+            .map(|raw| body.slice_ref(raw.get().as_bytes()))
+            .collect());
     }
     let lines: Vec<Bytes> = text
         .split('\n')
@@ -136,6 +136,20 @@ pub fn split_body(body: &Bytes) -> Result<Vec<Bytes>, String> {
         return Err("body is neither NDJSON nor a JSON array: no line starts with `{`".into());
     }
     Ok(lines)
+}
+
+/// Serves the collector until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tx: mpsc::Sender<Envelope>,
+    max_body_bytes: usize,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(%addr, "collector listening");
+    axum::serve(listener, router(tx, max_body_bytes))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 #[cfg(test)]
@@ -172,18 +186,4 @@ mod tests {
             assert!(!err.is_empty());
         }
     }
-}
-
-/// Serves the collector until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    tx: mpsc::Sender<Envelope>,
-    max_body_bytes: usize,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, "collector listening");
-    axum::serve(listener, router(tx, max_body_bytes))
-        .with_graceful_shutdown(shutdown)
-        .await
 }

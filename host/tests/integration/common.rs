@@ -50,10 +50,12 @@ pub fn write_lines(path: &Path, lines: &[String]) {
 
 /// A config for a replay-only run into `lake`.
 pub fn replay_config(lake: &Path, files: Vec<PathBuf>, max_events: usize) -> Config {
-    let mut config = Config::default();
-    config.lake = lake.to_path_buf();
-    config.cache_dir = Some(lake.parent().unwrap().join("cache"));
-    config.replay = files;
+    let mut config = Config {
+        lake: lake.to_path_buf(),
+        cache_dir: Some(lake.parent().unwrap().join("cache")),
+        replay: files,
+        ..Default::default()
+    };
     config.collector.listen = String::new();
     config.batch.max_events = max_events;
     config.batch.max_wait_ms = 200;
@@ -171,6 +173,11 @@ pub fn parse(line: &str) -> Option<Event> {
     })
 }
 
+/// (date_key, feature, user, plan).
+type UsageKey = (i64, String, String, String);
+/// account, events, sessions, feature events, feature duration.
+type UserDay = (String, i64, i64, i64, i64);
+
 /// What the pipeline must make of `lines`, computed without it.
 pub struct Expected {
     pub accepted: Vec<Event>,
@@ -214,8 +221,7 @@ impl Expected {
     }
 
     pub fn fact_feature_usage(&self) -> Vec<String> {
-        let mut groups: BTreeMap<(i64, String, String, String), (i64, i64, i64, i64, i64)> =
-            BTreeMap::new();
+        let mut groups: BTreeMap<UsageKey, (i64, i64, i64, i64, i64)> = BTreeMap::new();
         for ev in self.accepted.iter().filter(|e| e.kind == "feature_used") {
             let key = (
                 ev.date_key(),
@@ -255,7 +261,7 @@ impl Expected {
         }))
     }
 
-    fn user_daily(&self) -> BTreeMap<(i64, String, String), (String, i64, i64, i64, i64)> {
+    fn user_daily(&self) -> BTreeMap<(i64, String, String), UserDay> {
         let mut groups = BTreeMap::new();
         for ev in &self.accepted {
             let g = groups

@@ -86,7 +86,7 @@ impl Scd2State {
         let field = |name: &str| {
             observation_schema
                 .field_with_name(name)
-                .map(|f| f.clone())
+                .cloned()
                 .unwrap_or_else(|_| Field::new(name, DataType::Utf8, true))
         };
         Scd2State {

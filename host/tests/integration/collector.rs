@@ -1,0 +1,89 @@
+//! The HTTP collector over real HTTP: 202 only once events are durable in
+//! bronze, 413 for oversized bodies, 400 with a reason for non-NDJSON, and a
+//! graceful stop that commits what was accepted.
+
+use serde_json::json;
+
+use crate::common;
+
+fn event(i: usize) -> String {
+    json!({
+        "event_id": format!("h{i:04}"), "user_id": "u_7", "account_id": "a_7", "plan": "pro",
+        "event_type": "feature_used", "feature": "search", "session_id": "s_h",
+        "timestamp": format!("2026-02-01T08:00:{:02}Z", i % 60),
+        "properties": {"duration_ms": 100, "items": 1}
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_acknowledges_only_durable_events_and_refuses_bad_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let mut config = common::replay_config(&lake, Vec::new(), 10_000);
+    config.collector.listen = "127.0.0.1:0".into();
+    config.collector.max_body_bytes = 64 * 1024;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let service = tokio::spawn(async move {
+        sluice::service::run(
+            &config,
+            stop,
+            move |addr| drop(addr_tx.send(addr.unwrap())),
+            |_| {},
+        )
+        .await
+    });
+    let url = format!("http://{}/v1/events", addr_rx.await.unwrap());
+    let client = reqwest::Client::new();
+
+    let mut body: Vec<String> = (0..49).map(event).collect();
+    body.push("{\"event_id\": \"broken".into());
+    let response = client
+        .post(&url)
+        .body(body.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let answer: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(answer["accepted"], 50);
+    let durable = common::count(
+        &lake,
+        "SELECT COUNT(*) FROM bronze_events WHERE source = 'http'",
+    )
+    .await;
+    assert_eq!(durable, 50, "acknowledged events are already in bronze");
+
+    let array = format!("[{}, {}, {}]", event(100), event(101), event(102));
+    let response = client.post(&url).body(array).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+
+    let huge = (0..2_000).map(event).collect::<Vec<_>>().join("\n");
+    let response = client.post(&url).body(huge).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+
+    let response = client
+        .post(&url)
+        .body("hello world\nthis is not ndjson")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let answer: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert!(
+        answer["error"].as_str().unwrap().contains("neither NDJSON"),
+        "{answer}"
+    );
+
+    stop_tx.send(true).unwrap();
+    let totals = service.await.unwrap().unwrap();
+    assert_eq!(totals.events, 53);
+    assert_eq!(totals.accepted, 52);
+    assert_eq!(
+        common::count(&lake, "SELECT COUNT(*) FROM silver_events").await,
+        52
+    );
+    let reasons = common::rows(&lake, "SELECT reason FROM quarantine").await;
+    assert_eq!(reasons, vec![json!({"reason": "invalid_json"}).to_string()]);
+}
