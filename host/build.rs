@@ -19,7 +19,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     println!("cargo:rerun-if-env-changed=SLUICE_SKIP_PLUGIN_BUILD");
-    if std::env::var_os("SLUICE_SKIP_PLUGIN_BUILD").is_some() {
+    if std::env::var_os("SLUICE_SKIP_PLUGIN_BUILD").is_some_and(|v| !v.is_empty()) {
         // For `cargo check` while a plugin does not compile: embeds empty
         // placeholders, so the binary cannot run plugins.
         return embed_placeholders();

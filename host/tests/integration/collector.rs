@@ -29,7 +29,9 @@ async fn collector_acknowledges_only_durable_events_and_refuses_bad_bodies() {
         sluice::service::run(
             &config,
             stop,
-            move |addr| drop(addr_tx.send(addr.unwrap())),
+            move |addr| {
+                let _ = addr_tx.send(addr.unwrap());
+            },
             |_| {},
         )
         .await

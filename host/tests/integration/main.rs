@@ -7,4 +7,5 @@ mod crash;
 mod fixtures;
 mod gold;
 mod hostile;
+mod interop;
 mod synapse;

@@ -111,6 +111,18 @@ impl Scd2State {
 
     /// Adds a batch of observation rows.
     pub fn observe(&mut self, rows: &RecordBatch) -> Result<(), String> {
+        let at = typed::<TimestampMicrosecondArray>(rows, &self.spec.at)?;
+        let is_change = typed::<BooleanArray>(rows, &self.spec.is_change)?;
+        self.ingest(rows, at, |i| is_change.is_valid(i) && is_change.value(i))
+    }
+
+    /// Records each row's key and tracked values as seen at `at`.
+    fn ingest(
+        &mut self,
+        rows: &RecordBatch,
+        at: &TimestampMicrosecondArray,
+        is_change: impl Fn(usize) -> bool,
+    ) -> Result<(), String> {
         let key = utf8(rows, &self.spec.key)?;
         let tracked: Vec<&StringArray> = self
             .spec
@@ -118,21 +130,18 @@ impl Scd2State {
             .iter()
             .map(|c| utf8(rows, c))
             .collect::<Result<_, _>>()?;
-        let at = typed::<TimestampMicrosecondArray>(rows, &self.spec.at)?;
-        let is_change = typed::<BooleanArray>(rows, &self.spec.is_change)?;
         for i in 0..rows.num_rows() {
             if key.is_null(i) || at.is_null(i) {
-                return Err(format!("observation {i} has no key or time"));
+                return Err(format!("row {i} has no key or time"));
             }
             let values: Values = tracked
                 .iter()
                 .map(|c| c.is_valid(i).then(|| c.value(i).to_string()))
                 .collect();
-            let change = is_change.is_valid(i) && is_change.value(i);
             self.keys
                 .entry(key.value(i).to_string())
                 .or_default()
-                .observe(at.value(i), values, change);
+                .observe(at.value(i), values, is_change(i));
         }
         Ok(())
     }
@@ -191,28 +200,12 @@ impl Scd2State {
         Ok(())
     }
 
+    /// Stored versions replay as observations: the first of a key as a
+    /// sighting, those opened by a change as changes.
     fn restore_rows(&mut self, rows: &RecordBatch) -> Result<(), String> {
-        let key = utf8(rows, &self.spec.key)?;
-        let tracked: Vec<&StringArray> = self
-            .spec
-            .tracked
-            .iter()
-            .map(|c| utf8(rows, c))
-            .collect::<Result<_, _>>()?;
         let from = typed::<TimestampMicrosecondArray>(rows, VALID_FROM)?;
         let opened = utf8(rows, OPENED_BY)?;
-        for i in 0..rows.num_rows() {
-            let values: Values = tracked
-                .iter()
-                .map(|c| c.is_valid(i).then(|| c.value(i).to_string()))
-                .collect();
-            // The first version counts as an observation; a change also as a change.
-            self.keys
-                .entry(key.value(i).to_string())
-                .or_default()
-                .observe(from.value(i), values, opened.value(i) == "change");
-        }
-        Ok(())
+        self.ingest(rows, from, |i| opened.value(i) == "change")
     }
 }
 
