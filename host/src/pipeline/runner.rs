@@ -37,7 +37,7 @@ pub async fn run(
             }
         };
         let Some(first) = first else { return Ok(()) };
-        let (records, acks) = collect_batch(first, &mut rx, trigger).await;
+        let (records, acks) = collect_batch(first, &mut rx, trigger, &mut stop).await;
         let mut pending = Some(acks);
         let result = pipeline
             .process(records, || {
@@ -64,24 +64,30 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 type Acks = Vec<Option<tokio::sync::oneshot::Sender<Result<(), String>>>>;
 
-/// Gathers envelopes until the batch is full, its time is up, or the channel
-/// is empty and closed. Envelopes are never split across batches.
+/// Gathers envelopes until the batch is full, its time is up, the channel is
+/// empty and closed, or a stop is requested (which closes the batch now, so
+/// a drain does not wait out the batch window). Envelopes are never split.
 async fn collect_batch(
     first: Envelope,
     rx: &mut mpsc::Receiver<Envelope>,
     trigger: Trigger,
+    stop: &mut watch::Receiver<bool>,
 ) -> (Vec<RawRecord>, Acks) {
     let deadline = Instant::now() + trigger.max_wait;
     let mut records = first.records;
     let mut acks = vec![first.ack];
     while records.len() < trigger.max_events {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(envelope)) => {
-                records.extend(envelope.records);
-                acks.push(envelope.ack);
+        let next = tokio::select! {
+            biased;
+            _ = stopped(stop) => {
+                rx.close();
+                rx.try_recv().ok()
             }
-            Ok(None) | Err(_) => break,
-        }
+            next = tokio::time::timeout_at(deadline, rx.recv()) => next.ok().flatten(),
+        };
+        let Some(envelope) = next else { break };
+        records.extend(envelope.records);
+        acks.push(envelope.ack);
     }
     (records, acks)
 }

@@ -1,6 +1,7 @@
 //! Integration tests: the whole host with real wasmtime, real Delta tables
 //! and a real child process, in one test binary to keep link time down.
 
+mod cli;
 mod collector;
 mod common;
 mod crash;

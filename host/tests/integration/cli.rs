@@ -1,0 +1,111 @@
+//! The `sluice` binary as an operator meets it: a bad config is refused at
+//! start naming the field; SIGTERM drains and commits; `query` reads the lake.
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+
+fn sluice() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+#[test]
+fn a_bad_config_is_refused_at_start_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, "[lateness]\nallowed_secs = -5\n").unwrap();
+    let out = sluice()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("allowed_secs"), "{stderr}");
+
+    std::fs::write(&config, "[batch]\nmax_events = 0\n").unwrap();
+    let out = sluice()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("batch.max_events"),
+        "{stderr}"
+    );
+
+    let out = sluice()
+        .args(["run"])
+        .env("SLUICE_PLUGINS__SILVER", "/nowhere/x.wasm")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("plugins.silver"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_commits_and_query_reads_the_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let mut child = sluice()
+        .args(["run", "--listen", "127.0.0.1:0", "--lake"])
+        .arg(&lake)
+        .env("SLUICE_CACHE_DIR", dir.path().join("cache"))
+        .env("SLUICE_BATCH__MAX_WAIT_MS", "60000")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("collecting on") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "service exited before listening"
+        );
+    }
+    let url = line.split_whitespace().last().unwrap().to_string();
+
+    // With a one-minute batch window the request waits in the batch; SIGTERM
+    // must close it early, commit it, and only then answer and exit.
+    let body: Vec<String> = (0..20)
+        .map(|i| {
+            serde_json::json!({"event_id": format!("t{i}"), "user_id": "u", "account_id": "a", "plan": "free",
+                "event_type": "login", "session_id": "s", "timestamp": "2026-03-01T00:00:00Z"})
+            .to_string()
+        })
+        .collect();
+    let request = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .body(body.join("\n"))
+            .send()
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let response = request.await.unwrap().unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+
+    let out = sluice()
+        .args(["query", "select count(*) as n from silver_events", "--lake"])
+        .arg(&lake)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.lines().any(|l| l.trim() == "| 20 |"), "{stdout}");
+}
