@@ -104,6 +104,11 @@ fn main() {
     };
     config.collector.listen = String::new();
     config.batch.max_events = args.batch;
+    // Compile the plugins into the cache first: a running service does that
+    // once, at its first start.
+    rt.block_on(sluice::service::open_pipeline(&config))
+        .expect("warm-up");
+    std::fs::remove_dir_all(&config.lake).expect("reset the lake");
     let (cpu0, _) = cpu_and_peak_rss();
     let started = Instant::now();
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);

@@ -22,6 +22,40 @@ struct GoldTable {
     scd2: Option<Scd2State>,
 }
 
+impl GoldTable {
+    /// Writes this batch's rows by the table's mode (derived tables wait).
+    async fn write_rows(
+        &mut self,
+        stage: &str,
+        batch: i64,
+        rows: &RecordBatch,
+    ) -> Result<(), LakeError> {
+        if rows.num_rows() == 0 {
+            return Ok(());
+        }
+        match &self.decl.mode {
+            WriteMode::Merge(spec) => {
+                let ctx = SessionContext::new();
+                self.table
+                    .merge(stage, batch, rows.clone(), spec, &ctx)
+                    .await?;
+            }
+            WriteMode::Append => {
+                self.table.append(stage, batch, vec![rows.clone()]).await?;
+            }
+            WriteMode::Scd2(_) => {
+                let name = &self.decl.name;
+                let state = self.scd2.as_mut().expect("scd2 tables carry state");
+                state.observe(rows).map_err(|e| other(name, e))?;
+                let all = state.rows().map_err(|e| other(name, e))?;
+                self.table.overwrite(stage, batch, vec![all]).await?;
+            }
+            WriteMode::Derived(_) => {}
+        }
+        Ok(())
+    }
+}
+
 /// Every gold table the gold plugin declared.
 pub struct GoldTables {
     tables: BTreeMap<String, GoldTable>,
@@ -70,48 +104,39 @@ impl GoldTables {
         Ok(GoldTables { tables })
     }
 
-    /// Lowest batch id committed by `stage` across tables that hold data.
-    pub async fn committed(&self, stage: &str) -> Result<Vec<Option<i64>>, LakeError> {
-        let mut out = Vec::new();
-        for t in self.tables.values() {
-            out.push(t.table.committed(stage).await?);
-        }
-        Ok(out)
-    }
-
-    /// Writes one batch of gold rows: merges, then SCD2 histories, then the
-    /// derived tables over the merged results. Each table write is skipped if
-    /// that table already holds this batch.
+    /// Writes one batch of gold rows: the merged, appended and SCD2 tables
+    /// in parallel (they are independent), then the derived tables over the
+    /// merged results. Each table write is skipped if that table already
+    /// holds this batch.
     pub async fn write(
         &mut self,
-        stage: &str,
+        stage: &'static str,
         batch: i64,
         outputs: BTreeMap<String, RecordBatch>,
     ) -> Result<(), LakeError> {
-        let ctx = SessionContext::new();
+        let mut tasks = Vec::new();
         for (name, rows) in &outputs {
-            let Some(t) = self.tables.get_mut(name) else {
+            let Some(mut t) = self.tables.remove(name) else {
                 continue;
             };
-            match &t.decl.mode {
-                WriteMode::Merge(spec) if rows.num_rows() > 0 => {
-                    t.table
-                        .merge(stage, batch, rows.clone(), spec, &ctx)
-                        .await?;
-                }
-                WriteMode::Append if rows.num_rows() > 0 => {
-                    t.table.append(stage, batch, vec![rows.clone()]).await?;
-                }
-                WriteMode::Scd2(_) if rows.num_rows() > 0 => {
-                    let state = t.scd2.as_mut().expect("scd2 tables carry state");
-                    state.observe(rows).map_err(|e| other(name, e))?;
-                    let all = state.rows().map_err(|e| other(name, e))?;
-                    t.table.overwrite(stage, batch, vec![all]).await?;
-                }
-                _ => {}
-            }
-            crate::pipeline::failpoint("gold-table", batch);
+            let rows = rows.clone();
+            tasks.push(tokio::spawn(async move {
+                let result = t.write_rows(stage, batch, &rows).await;
+                (t, result)
+            }));
         }
+        let mut first_error = None;
+        for task in tasks {
+            let (t, result) = task.await.map_err(|e| other("gold", e))?;
+            self.tables.insert(t.decl.name.clone(), t);
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        crate::pipeline::failpoint("gold-tables", batch);
         self.write_derived(stage, batch, &outputs).await
     }
 

@@ -50,8 +50,8 @@ pub const STAGE_DONE: &str = "sluice-batches";
 
 /// Fault injection for crash tests: with `SLUICE_FAILPOINT=<point>:<batch>`
 /// the process aborts (no cleanup, like `kill -9`) when batch `<batch>`
-/// reaches `<point>`: `bronze-committed`, `silver-committed`, `gold-table`
-/// (after the first gold table) or `before-done`.
+/// reaches `<point>`: `bronze-committed`, `silver-committed`, `gold-tables`
+/// (after the merged gold tables, before the derived ones) or `before-done`.
 pub fn failpoint(point: &str, batch: i64) {
     static SPEC: std::sync::OnceLock<Option<(String, i64)>> = std::sync::OnceLock::new();
     let spec = SPEC.get_or_init(|| {
@@ -221,7 +221,7 @@ impl Pipeline {
     ) -> anyhow::Result<BatchReport> {
         let started = Instant::now();
         let batch = self.next_batch;
-        let bronze_rows = self.bronze_stage(batch, &records).await?;
+        let (bronze_rows, bronze_failure, silver_job) = self.bronze_stage(batch, &records).await?;
         self.next_batch += 1;
         on_durable();
         for r in &records {
@@ -229,24 +229,32 @@ impl Pipeline {
             let pos = self.positions.entry(key).or_insert(r.offset);
             *pos = (*pos).max(r.offset);
         }
-        let mut report = self.downstream(batch, bronze_rows, started).await?;
+        let mut report = self
+            .downstream(batch, bronze_rows, silver_job, started)
+            .await?;
         report.events = records.len();
+        if let Some(reason) = bronze_failure {
+            *report.quarantined.entry(reason.to_string()).or_default() += records.len();
+        }
         self.add_to_totals(&report);
         Ok(report)
     }
 
     /// Commits the raw records to bronze (or quarantine if the bronze plugin
-    /// fails). Returns the stored bronze rows.
+    /// fails). Returns the stored bronze rows, the quarantine reason if the
+    /// plugin failed, and the silver plugin's job on the rows, started before
+    /// the bronze commit so the two overlap.
     async fn bronze_stage(
         &mut self,
         batch: i64,
         records: &[RawRecord],
-    ) -> anyhow::Result<RecordBatch> {
+    ) -> anyhow::Result<(RecordBatch, Option<&'static str>, Option<PluginJob>)> {
         let now = crate::time::now_micros();
         let input = bronze::raw_input(records, now);
         let plugin = self.plugins.bronze.clone();
         let producer = plugin.meta().producer();
-        let outcome = run_plugin(&plugin, input.clone())
+        let outcome = PluginJob::start(&plugin, input.clone())
+            .finish()
             .await
             .and_then(|mut out| {
                 let rows = out.remove(bronze::TABLE).unwrap_or_else(|| {
@@ -271,17 +279,19 @@ impl Pipeline {
         match outcome {
             Ok(rows) => {
                 let stored = bronze::to_stored(&rows, batch, &producer);
+                let silver_job = PluginJob::start(&self.plugins.silver, stored.clone());
                 self.bronze
                     .append(STAGE_BRONZE, batch, vec![stored.clone()])
                     .await?;
                 failpoint("bronze-committed", batch);
-                Ok(stored)
+                Ok((stored, None, Some(silver_job)))
             }
             Err(failure) => {
                 tracing::error!(batch, plugin = %producer, "{failure}; quarantining the batch");
                 let q = quarantine_all(&input, batch, now, Layer::Bronze, &failure, &producer)?;
                 self.quarantine.append(STAGE_BRONZE, batch, vec![q]).await?;
-                Ok(RecordBatch::new_empty(self.bronze.schema().clone()))
+                let empty = RecordBatch::new_empty(self.bronze.schema().clone());
+                Ok((empty, Some(failure.reason()), None))
             }
         }
     }
@@ -291,6 +301,7 @@ impl Pipeline {
         &mut self,
         batch: i64,
         bronze_rows: RecordBatch,
+        silver_job: Option<PluginJob>,
         started: Instant,
     ) -> anyhow::Result<BatchReport> {
         let mut report = BatchReport {
@@ -301,7 +312,8 @@ impl Pipeline {
         let now = crate::time::now_micros();
         let mut q = QuarantineRows::new(batch, now);
         let accepted = if bronze_rows.num_rows() > 0 {
-            self.silver_stage(batch, &bronze_rows, &mut q).await?
+            self.silver_stage(batch, &bronze_rows, silver_job, &mut q)
+                .await?
         } else {
             None
         };
@@ -314,11 +326,11 @@ impl Pipeline {
                 .append(STAGE_SILVER, batch, vec![silver_quarantine])
                 .await?;
         }
-        if let Some((accepted, input_rows)) = accepted {
+        if let Some((accepted, input_rows, gold_job)) = accepted {
             report.accepted = accepted.num_rows();
-            if accepted.num_rows() > 0 {
+            if let Some(gold_job) = gold_job {
                 let gold_failed = self
-                    .gold_stage(batch, &accepted, &input_rows, &bronze_rows)
+                    .gold_stage(batch, gold_job, &input_rows, &bronze_rows)
                     .await?;
                 for (reason, n) in gold_failed {
                     *report.quarantined.entry(reason).or_default() += n;
@@ -331,18 +343,22 @@ impl Pipeline {
         Ok(report)
     }
 
-    /// Runs the silver plugin and the host's dedup. Returns the stored silver
-    /// rows and, per row, the bronze row it came from.
+    /// Finishes the silver plugin's job and runs the host's dedup. Returns
+    /// the stored silver rows, per row the bronze row it came from, and the
+    /// gold plugin's job on them (started before the silver commit).
     async fn silver_stage(
         &mut self,
         batch: i64,
         bronze_rows: &RecordBatch,
+        job: Option<PluginJob>,
         q: &mut QuarantineRows,
-    ) -> anyhow::Result<Option<(RecordBatch, Vec<u32>)>> {
+    ) -> anyhow::Result<Option<SilverOutcome>> {
         let plugin = self.plugins.silver.clone();
         let producer = plugin.meta().producer();
         let raw = RawColumns::new(bronze_rows).map_err(anyhow::Error::msg)?;
-        let outcome = run_plugin(&plugin, bronze_rows.clone())
+        let job = job.unwrap_or_else(|| PluginJob::start(&plugin, bronze_rows.clone()));
+        let outcome = job
+            .finish()
             .await
             .and_then(|out| check_silver_coverage(out, bronze_rows.num_rows(), &plugin));
         let (silver_rows, plugin_quarantine) = match outcome {
@@ -375,26 +391,29 @@ impl Pipeline {
         }
         let input_rows = column_u32(&accepted, INPUT_ROW)?;
         let stored = add_lineage(&drop_column(&accepted, INPUT_ROW), batch, &producer);
+        let gold_job =
+            (stored.num_rows() > 0).then(|| PluginJob::start(&self.plugins.gold, stored.clone()));
         if stored.num_rows() > 0 {
             self.silver
                 .append(STAGE_SILVER, batch, vec![stored.clone()])
                 .await?;
             failpoint("silver-committed", batch);
         }
-        Ok(Some((stored, input_rows)))
+        Ok(Some((stored, input_rows, gold_job)))
     }
 
-    /// Runs the gold plugin and folds its rows into the gold tables. If the
-    /// plugin fails, the batch's accepted events are quarantined for gold.
+    /// Finishes the gold plugin's job and folds its rows into the gold
+    /// tables. If the plugin failed, the batch's accepted events are
+    /// quarantined for gold.
     async fn gold_stage(
         &mut self,
         batch: i64,
-        accepted: &RecordBatch,
+        job: PluginJob,
         input_rows: &[u32],
         bronze_rows: &RecordBatch,
     ) -> anyhow::Result<Vec<(String, usize)>> {
         let plugin = self.plugins.gold.clone();
-        match run_plugin(&plugin, accepted.clone()).await {
+        match job.finish().await {
             Ok(outputs) => {
                 self.gold.write(STAGE_GOLD, batch, outputs).await?;
                 Ok(Vec::new())
@@ -454,15 +473,27 @@ impl Pipeline {
     }
 }
 
-/// Runs a plugin on a blocking thread (wasm execution is CPU-bound).
-async fn run_plugin(
-    plugin: &LoadedPlugin,
-    input: RecordBatch,
-) -> Result<BTreeMap<String, RecordBatch>, PluginFailure> {
-    let plugin = plugin.clone();
-    tokio::task::spawn_blocking(move || plugin.transform(&input))
-        .await
-        .unwrap_or_else(|e| Err(PluginFailure::Trap(format!("plugin thread panicked: {e}"))))
+/// Accepted silver rows, the bronze row of each, and gold's job on them.
+type SilverOutcome = (RecordBatch, Vec<u32>, Option<PluginJob>);
+
+/// A plugin call running on a blocking thread (wasm execution is CPU-bound).
+/// Started as soon as its input exists, so it overlaps the commit of the
+/// layer before it; its outputs are only written after that commit.
+struct PluginJob(tokio::task::JoinHandle<Result<BTreeMap<String, RecordBatch>, PluginFailure>>);
+
+impl PluginJob {
+    fn start(plugin: &LoadedPlugin, input: RecordBatch) -> PluginJob {
+        let plugin = plugin.clone();
+        PluginJob(tokio::task::spawn_blocking(move || {
+            plugin.transform(&input)
+        }))
+    }
+
+    async fn finish(self) -> Result<BTreeMap<String, RecordBatch>, PluginFailure> {
+        self.0
+            .await
+            .unwrap_or_else(|e| Err(PluginFailure::Trap(format!("plugin thread panicked: {e}"))))
+    }
 }
 
 /// Silver output must account for every input row, in silver or quarantine.

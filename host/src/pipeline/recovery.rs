@@ -39,7 +39,7 @@ pub(super) async fn recover(pipeline: &mut Pipeline, lateness_micros: i64) -> an
     for batch in last_done + 1..=last_bronze {
         let rows = bronze_batch(&ctx, batch, pipeline.bronze.schema()).await?;
         let report = pipeline
-            .downstream(batch, rows, std::time::Instant::now())
+            .downstream(batch, rows, None, std::time::Instant::now())
             .await?;
         tracing::info!(batch, accepted = report.accepted, "recovered batch");
     }

@@ -109,7 +109,7 @@ async fn kill_9_mid_stream_then_restart_gives_the_uninterrupted_result() {
     for failpoint in [
         "bronze-committed:2",
         "silver-committed:3",
-        "gold-table:4",
+        "gold-tables:4",
         "before-done:5",
     ] {
         run_into_failpoint(&crashed, &file, failpoint);

@@ -15,7 +15,14 @@ pub fn write_schema(schema: &Schema) -> Vec<u8> {
 
 /// Encodes one batch as an IPC stream.
 pub fn write_batch(batch: &RecordBatch) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(batch.get_array_memory_size() + 1024);
+    // Size by the bytes the batch views, not by its buffers' allocations:
+    // columns decoded from one IPC message all share that message's buffer.
+    let viewed: usize = batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+        .sum();
+    let mut out = Vec::with_capacity(viewed + 1024);
     let mut writer =
         StreamWriter::try_new(&mut out, &batch.schema()).map_err(|e| format!("ipc: {e}"))?;
     writer.write(batch).map_err(|e| format!("ipc: {e}"))?;
