@@ -17,8 +17,10 @@
 //! table already holds the batch. Host state (dedup ids, watermark, SCD2
 //! histories) is rebuilt from the tables as of the last done batch.
 
+mod job;
 pub mod plugins;
 mod recovery;
+mod rows;
 pub mod runner;
 
 use std::collections::BTreeMap;
@@ -26,9 +28,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use deltalake::arrow::array::{
-    Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
-};
+use deltalake::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::lake::{Lake, LakeTable};
@@ -37,9 +37,13 @@ use crate::layers::gold::GoldTables;
 use crate::layers::quarantine::{self, QuarantineRows};
 use crate::layers::silver::{self, DedupState};
 use crate::layers::{add_lineage, drop_column, with_lineage_fields};
-use crate::runtime::{Layer, LoadedPlugin, PluginFailure};
+use crate::runtime::{Layer, PluginFailure};
 use crate::sources::{Positions, RawRecord};
+use job::PluginJob;
 pub use plugins::Plugins;
+use rows::{
+    check_silver_coverage, column_u32, drop_column_schema, push_plugin_quarantine, quarantine_all,
+};
 use sluice_plugin_sdk::schemas::INPUT_ROW;
 
 pub const BATCHES_TABLE: &str = "pipeline_batches";
@@ -475,136 +479,3 @@ impl Pipeline {
 
 /// Accepted silver rows, the bronze row of each, and gold's job on them.
 type SilverOutcome = (RecordBatch, Vec<u32>, Option<PluginJob>);
-
-/// A plugin call running on a blocking thread (wasm execution is CPU-bound).
-/// Started as soon as its input exists, so it overlaps the commit of the
-/// layer before it; its outputs are only written after that commit.
-struct PluginJob(tokio::task::JoinHandle<Result<BTreeMap<String, RecordBatch>, PluginFailure>>);
-
-impl PluginJob {
-    fn start(plugin: &LoadedPlugin, input: RecordBatch) -> PluginJob {
-        let plugin = plugin.clone();
-        PluginJob(tokio::task::spawn_blocking(move || {
-            plugin.transform(&input)
-        }))
-    }
-
-    async fn finish(self) -> Result<BTreeMap<String, RecordBatch>, PluginFailure> {
-        self.0
-            .await
-            .unwrap_or_else(|e| Err(PluginFailure::Trap(format!("plugin thread panicked: {e}"))))
-    }
-}
-
-/// Silver output must account for every input row, in silver or quarantine.
-fn check_silver_coverage(
-    mut out: BTreeMap<String, RecordBatch>,
-    inputs: usize,
-    plugin: &LoadedPlugin,
-) -> Result<(RecordBatch, RecordBatch), PluginFailure> {
-    let silver_rows = out.remove(silver::TABLE);
-    let q_rows = out.remove(quarantine::TABLE);
-    let mut seen = vec![false; inputs];
-    for rows in [&silver_rows, &q_rows].into_iter().flatten() {
-        let col = rows
-            .column_by_name(INPUT_ROW)
-            .and_then(|c| c.as_any().downcast_ref::<UInt32Array>())
-            .ok_or_else(|| PluginFailure::BadOutput("missing input_row".into()))?;
-        for r in col.values() {
-            let slot = seen.get_mut(*r as usize).ok_or_else(|| {
-                PluginFailure::BadOutput(format!("input_row {r} is outside the batch of {inputs}"))
-            })?;
-            *slot = true;
-        }
-    }
-    if let Some(missing) = seen.iter().position(|s| !s) {
-        return Err(PluginFailure::BadOutput(format!(
-            "input row {missing} is neither in silver_events nor in quarantine"
-        )));
-    }
-    let empty = |schema: SchemaRef| RecordBatch::new_empty(schema);
-    Ok((
-        silver_rows.unwrap_or_else(|| {
-            empty(
-                plugin
-                    .meta()
-                    .output(silver::TABLE)
-                    .expect("checked at load")
-                    .schema
-                    .clone(),
-            )
-        }),
-        q_rows.unwrap_or_else(|| empty(sluice_plugin_sdk::schemas::quarantine_output())),
-    ))
-}
-
-fn push_plugin_quarantine(
-    q: &mut QuarantineRows,
-    rows: &RecordBatch,
-    raw: &RawColumns<'_>,
-    producer: &str,
-) -> anyhow::Result<()> {
-    if rows.num_rows() == 0 {
-        return Ok(());
-    }
-    let input_row = column_u32(rows, INPUT_ROW)?;
-    let reason = rows
-        .column(1)
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .context("quarantine.reason")?;
-    let detail = rows
-        .column(2)
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .context("quarantine.detail")?;
-    for (i, row) in input_row.iter().enumerate() {
-        q.push(
-            Layer::Silver,
-            reason.value(i),
-            detail.value(i),
-            raw.row(*row as usize),
-            producer,
-        );
-    }
-    Ok(())
-}
-
-fn quarantine_all(
-    input: &RecordBatch,
-    batch: i64,
-    now: i64,
-    layer: Layer,
-    failure: &PluginFailure,
-    producer: &str,
-) -> anyhow::Result<RecordBatch> {
-    let raw = RawColumns::new(input).map_err(anyhow::Error::msg)?;
-    let mut q = QuarantineRows::new(batch, now);
-    let detail = failure.to_string();
-    for i in 0..raw.len() {
-        q.push(layer, failure.reason(), &detail, raw.row(i), producer);
-    }
-    Ok(q.finish())
-}
-
-fn column_u32(rows: &RecordBatch, name: &str) -> anyhow::Result<Vec<u32>> {
-    if rows.num_rows() == 0 {
-        return Ok(Vec::new());
-    }
-    let col = rows
-        .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<UInt32Array>())
-        .with_context(|| format!("column `{name}`"))?;
-    Ok(col.values().to_vec())
-}
-
-fn drop_column_schema(schema: &Schema, name: &str) -> Schema {
-    Schema::new(
-        schema
-            .fields()
-            .iter()
-            .filter(|f| f.name() != name)
-            .map(|f| f.as_ref().clone())
-            .collect::<Vec<_>>(),
-    )
-}

@@ -37,7 +37,11 @@ async fn collector_acknowledges_only_durable_events_and_refuses_bad_bodies() {
         .await
     });
     let url = format!("http://{}/v1/events", addr_rx.await.unwrap());
-    let client = reqwest::Client::new();
+    // No connection reuse: the server may close a connection after a 413.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
 
     let mut body: Vec<String> = (0..49).map(event).collect();
     body.push("{\"event_id\": \"broken".into());

@@ -38,7 +38,7 @@ async fn hostile_silver_plugins_cost_one_batch_each_and_the_host_lives() {
     let lake = dir.path().join("lake");
     let mut config = common::replay_config(&lake, vec![file], 10);
     config.plugins.silver = Some(env!("SLUICE_PLUGIN_HOSTILE").into());
-    config.plugins.batch_timeout_ms = 300;
+    config.plugins.batch_timeout_ms = 1_000;
     config.plugins.memory_mb = 64;
     let totals = common::run_to_end(&config).await;
 
