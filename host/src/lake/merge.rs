@@ -51,15 +51,10 @@ async fn fold(table: &str, rows: RecordBatch, spec: &MergeSpec) -> Result<Record
         .sql(&merge_plan_sql("batch_rows", spec))
         .await
         .map_err(|e| other_err(table, e))?;
+    let folded_schema = std::sync::Arc::new(df.schema().as_arrow().clone());
     let batches = df.collect().await.map_err(|e| other_err(table, e))?;
-    let folded = deltalake::arrow::compute::concat_batches(
-        &batches
-            .first()
-            .map(|b| b.schema())
-            .unwrap_or_else(|| schema.clone()),
-        &batches,
-    )
-    .map_err(|e| other_err(table, e))?;
+    let folded = deltalake::arrow::compute::concat_batches(&folded_schema, &batches)
+        .map_err(|e| other_err(table, e))?;
     conform(table, &folded, &schema)
 }
 
