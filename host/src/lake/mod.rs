@@ -67,10 +67,6 @@ impl Lake {
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn table_url(&self, name: &str) -> Result<Url> {
         let dir = self.root.join(name);
         std::fs::create_dir_all(&dir).map_err(|e| other_err(name, e))?;
@@ -286,13 +282,5 @@ impl LakeTable {
         .await?;
         self.table = table;
         Ok(true)
-    }
-
-    /// Reloads the table state from storage.
-    pub async fn refresh(&mut self) -> Result<()> {
-        self.table
-            .update_state()
-            .await
-            .map_err(delta_err(&self.name))
     }
 }

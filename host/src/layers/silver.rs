@@ -66,10 +66,6 @@ impl DedupState {
         self.newest.map(|n| n - self.lateness_micros)
     }
 
-    pub fn newest(&self) -> Option<i64> {
-        self.newest
-    }
-
     pub fn tracked_ids(&self) -> usize {
         self.seen.len()
     }

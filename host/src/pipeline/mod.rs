@@ -207,15 +207,6 @@ impl Pipeline {
         &self.totals
     }
 
-    pub fn plugins(&self) -> &Plugins {
-        &self.plugins
-    }
-
-    /// Id the next batch will get.
-    pub fn next_batch(&self) -> i64 {
-        self.next_batch
-    }
-
     /// Runs one micro-batch through every layer. `on_durable` is called once
     /// the records are committed in bronze (or quarantine).
     pub async fn process(

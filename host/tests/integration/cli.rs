@@ -8,42 +8,30 @@ fn sluice() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
 }
 
+/// Runs `sluice run` with `config` (TOML) and extra env; asserts it is
+/// refused and returns what it said.
+fn refused(config: &str, env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = sluice()
+        .args(["run", "--config"])
+        .arg(&path)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{config} was accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn a_bad_config_is_refused_at_start_naming_the_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sluice.toml");
-    std::fs::write(&config, "[lateness]\nallowed_secs = -5\n").unwrap();
-    let out = sluice()
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused("[lateness]\nallowed_secs = -5\n", &[]);
     assert!(stderr.contains("allowed_secs"), "{stderr}");
-
-    std::fs::write(&config, "[batch]\nmax_events = 0\n").unwrap();
-    let out = sluice()
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("batch.max_events"),
-        "{stderr}"
-    );
-
-    let out = sluice()
-        .args(["run"])
-        .env("SLUICE_PLUGINS__SILVER", "/nowhere/x.wasm")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("plugins.silver"),
-        "{stderr}"
-    );
+    let stderr = refused("[batch]\nmax_events = 0\n", &[]);
+    assert!(stderr.contains("batch.max_events"), "{stderr}");
+    let stderr = refused("", &[("SLUICE_PLUGINS__SILVER", "/nowhere/x.wasm")]);
+    assert!(stderr.contains("plugins.silver"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
