@@ -10,7 +10,13 @@ use std::process::Command;
 /// Embedded default plugins.
 const PLUGINS: [&str; 3] = ["bronze", "silver", "gold"];
 /// Plugins only tests use (their paths are exported, not embedded).
-const TEST_PLUGINS: [&str; 1] = ["hostile"];
+const TEST_PLUGINS: [&str; 5] = [
+    "hostile",
+    "silver_next",
+    "silver_strict",
+    "silver_buggy",
+    "silver_wide",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -69,7 +75,7 @@ fn build_plugins(root: &Path, target_dir: &Path, plugins: &[&str]) -> PathBuf {
         .arg("--target-dir")
         .arg(target_dir);
     for plugin in plugins {
-        cmd.args(["-p", &format!("sluice-plugin-{plugin}")]);
+        cmd.args(["-p", &format!("sluice-plugin-{}", plugin.replace('_', "-"))]);
     }
     // The outer build's flags are for the host target, not for wasm.
     for var in [

@@ -40,6 +40,10 @@ pub struct Config {
     pub lateness: LatenessConfig,
     pub plugins: PluginsConfig,
     pub collector: CollectorConfig,
+    pub admin: AdminConfig,
+    /// Where deployed plugins and their history are kept (defaults beside
+    /// the lake, like the cache).
+    pub registry_dir: Option<PathBuf>,
     /// NDJSON files or directories to replay, in order.
     pub replay: Vec<PathBuf>,
 }
@@ -76,7 +80,40 @@ pub struct PluginsConfig {
     pub memory_mb: u64,
     /// Wall-clock budget for one batch in one plugin.
     pub batch_timeout_ms: u64,
+    /// Batches a freshly deployed plugin must pass before the version it
+    /// replaced is let go; a failure within them rolls back by itself.
+    pub probation_batches: u32,
+    /// A directory watched for `.wasm` files: each new one is validated and
+    /// deployed to the layer it declares (fixtures from `<stem>.fixtures/`).
+    pub watch_dir: Option<PathBuf>,
 }
+
+/// The admin API (plugin deploys, rollbacks, shadow runs, replays).
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Listen address, e.g. `127.0.0.1:7070`; empty disables the API.
+    pub listen: String,
+    /// The bearer token: only from the environment variable
+    /// [`ADMIN_TOKEN_ENV`], never from the file, never printed.
+    #[serde(skip)]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Shortest admin token accepted.
+const MIN_TOKEN_CHARS: usize = 16;
+
+/// The environment variable holding the admin API's bearer token.
+pub const ADMIN_TOKEN_ENV: &str = "SLUICE_ADMIN_TOKEN";
 
 /// The HTTP collector.
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +134,8 @@ impl Default for Config {
             lateness: LatenessConfig::default(),
             plugins: PluginsConfig::default(),
             collector: CollectorConfig::default(),
+            admin: AdminConfig::default(),
+            registry_dir: None,
             replay: Vec::new(),
         }
     }
@@ -127,6 +166,8 @@ impl Default for PluginsConfig {
             gold: None,
             memory_mb: 512,
             batch_timeout_ms: 30_000,
+            probation_batches: 5,
+            watch_dir: None,
         }
     }
 }
@@ -172,6 +213,10 @@ impl Config {
     /// Applies one `SLUICE_SECTION__FIELD` variable (double underscore between
     /// section and field, e.g. `SLUICE_BATCH__MAX_EVENTS`). Others are ignored.
     fn apply_env(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        if key == ADMIN_TOKEN_ENV {
+            self.admin.token = Some(value.to_string());
+            return Ok(());
+        }
         let Some(name) = key.strip_prefix("SLUICE_") else {
             return Ok(());
         };
@@ -187,6 +232,10 @@ impl Config {
             "plugins.gold" => self.plugins.gold = Some(value.into()),
             "plugins.memory_mb" => self.plugins.memory_mb = parse(&field, value)?,
             "plugins.batch_timeout_ms" => self.plugins.batch_timeout_ms = parse(&field, value)?,
+            "plugins.probation_batches" => self.plugins.probation_batches = parse(&field, value)?,
+            "plugins.watch_dir" => self.plugins.watch_dir = Some(value.into()),
+            "registry_dir" => self.registry_dir = Some(value.into()),
+            "admin.listen" => self.admin.listen = value.into(),
             "collector.listen" => self.collector.listen = value.into(),
             "collector.max_body_bytes" => self.collector.max_body_bytes = parse(&field, value)?,
             _ => {}
@@ -237,6 +286,40 @@ impl Config {
                 ),
             ));
         }
+        if let Some(dir) = &self.plugins.watch_dir
+            && !dir.is_dir()
+        {
+            return Err(invalid(
+                "plugins.watch_dir",
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        if !self.admin.listen.is_empty()
+            && self.admin.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "admin.listen",
+                format!(
+                    "`{}` is not an address like 127.0.0.1:7070",
+                    self.admin.listen
+                ),
+            ));
+        }
+        if !self.admin.listen.is_empty()
+            && self
+                .admin
+                .token
+                .as_ref()
+                .is_none_or(|t| t.chars().count() < MIN_TOKEN_CHARS)
+        {
+            return Err(invalid(
+                "admin.listen",
+                format!(
+                    "the admin API needs a bearer token of at least {MIN_TOKEN_CHARS} \
+                     characters in {ADMIN_TOKEN_ENV}"
+                ),
+            ));
+        }
         if self.collector.max_body_bytes < 1024 {
             return Err(invalid("collector.max_body_bytes", "must be at least 1024"));
         }
@@ -259,6 +342,24 @@ impl Config {
                 .map(|p| p.join("cache"))
                 .unwrap_or_else(|| PathBuf::from("sluice-cache"))
         })
+    }
+
+    /// Where deployed plugins and their history are kept.
+    pub fn registry_dir(&self) -> PathBuf {
+        self.registry_dir.clone().unwrap_or_else(|| {
+            self.lake
+                .parent()
+                .map(|p| p.join("plugins"))
+                .unwrap_or_else(|| PathBuf::from("sluice-plugins"))
+        })
+    }
+
+    /// The host's maximum memory and time per plugin batch.
+    pub fn plugin_limits(&self) -> crate::runtime::Limits {
+        crate::runtime::Limits {
+            memory_bytes: (self.plugins.memory_mb as usize) << 20,
+            batch_timeout: Duration::from_millis(self.plugins.batch_timeout_ms),
+        }
     }
 
     pub fn max_wait(&self) -> Duration {
@@ -318,5 +419,22 @@ mod tests {
         let env = vec![("SLUICE_PLUGINS__MEMORY_MB".to_string(), "lots".to_string())];
         let err = Config::load(None, env).unwrap_err();
         assert!(err.to_string().contains("plugins.memory_mb"), "{err}");
+    }
+
+    #[test]
+    fn admin_needs_a_token_from_the_environment_and_never_prints_it() {
+        let listen = (
+            "SLUICE_ADMIN__LISTEN".to_string(),
+            "127.0.0.1:7070".to_string(),
+        );
+        let err = Config::load(None, vec![listen.clone()]).unwrap_err();
+        assert!(err.to_string().contains("admin.listen"), "{err}");
+        let short = (ADMIN_TOKEN_ENV.to_string(), "short".to_string());
+        assert!(Config::load(None, vec![listen.clone(), short]).is_err());
+        let token = "a-long-enough-admin-token";
+        let good = (ADMIN_TOKEN_ENV.to_string(), token.to_string());
+        let config = Config::load(None, vec![listen, good]).unwrap();
+        assert_eq!(config.admin.token.as_deref(), Some(token));
+        assert!(!format!("{config:?}").contains(token));
     }
 }

@@ -6,13 +6,16 @@
 //! [`pipeline`] (the commit protocol), [`runtime`] (the plugin sandbox) and
 //! [`layers`] (host-owned state per layer). ARCHITECTURE.md maps the rest.
 
+pub mod admin;
 pub mod config;
 pub mod lake;
 pub mod layers;
+pub mod lifecycle;
 pub mod pipeline;
 pub mod plugin_test;
 pub mod query;
 pub mod runtime;
+pub mod scaffold;
 pub mod service;
 pub mod sources;
 pub mod time;

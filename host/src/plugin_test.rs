@@ -32,14 +32,18 @@ const FIXTURE_LATENESS_MICROS: i64 = 3_600 * 1_000_000;
 pub fn read_fixtures(path: &Path) -> anyhow::Result<Vec<RawRecord>> {
     let text =
         std::fs::read(path).with_context(|| format!("reading fixtures {}", path.display()))?;
-    let name: Arc<str> = Arc::from(
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("fixtures"),
-    );
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("fixtures");
+    Ok(fixture_records(name, &text))
+}
+
+/// Fixture text (one raw event per non-blank line) as raw records.
+pub fn fixture_records(name: &str, text: &[u8]) -> Vec<RawRecord> {
+    let name: Arc<str> = Arc::from(name);
     let source: Arc<str> = Arc::from("fixture");
-    Ok(text
-        .split(|b| *b == b'\n')
+    text.split(|b| *b == b'\n')
         .enumerate()
         .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
         .map(|(i, line)| RawRecord {
@@ -48,7 +52,7 @@ pub fn read_fixtures(path: &Path) -> anyhow::Result<Vec<RawRecord>> {
             partition: name.clone(),
             offset: i as i64 + 1,
         })
-        .collect())
+        .collect()
 }
 
 /// Builds what `layer`'s plugin would receive for these records.
@@ -89,8 +93,16 @@ pub fn run(
     plugin: &LoadedPlugin,
     fixtures: &Path,
 ) -> anyhow::Result<Vec<Value>> {
-    let records = read_fixtures(fixtures)?;
-    let input = layer_input(runtime, plugin.meta().layer, &records)?;
+    run_records(runtime, plugin, &read_fixtures(fixtures)?)
+}
+
+/// Runs the plugin on fixture records; returns its outputs as expectation rows.
+pub fn run_records(
+    runtime: &Runtime,
+    plugin: &LoadedPlugin,
+    records: &[RawRecord],
+) -> anyhow::Result<Vec<Value>> {
+    let input = layer_input(runtime, plugin.meta().layer, records)?;
     let outputs = plugin.transform(&input)?;
     Ok(rows_as_json(&outputs))
 }
@@ -166,12 +178,15 @@ fn cell_as(column: &dyn Array, i: usize, plain: &DataType) -> Value {
 pub fn read_expected(path: &Path) -> anyhow::Result<Vec<Value>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_expected(&path.display().to_string(), &text)
+}
+
+/// Parses expectation text (one JSON object per line); `name` is for errors.
+pub fn parse_expected(name: &str, text: &str) -> anyhow::Result<Vec<Value>> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))
-        })
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{name}:{}", i + 1)))
         .collect()
 }
 

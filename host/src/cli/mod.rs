@@ -48,6 +48,28 @@ enum Command {
     /// Work with transform plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Recompute silver (from a point on) and all of gold from bronze with
+    /// the active plugins, replacing what earlier versions wrote.
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// `silver` (silver from the start point, then gold) or `gold`.
+    #[arg(long)]
+    layer: sluice::runtime::Layer,
+    /// Recompute batches committed at or after this time (RFC 3339).
+    #[arg(long, conflicts_with = "from_batch")]
+    since: Option<String>,
+    /// Recompute from this batch on.
+    #[arg(long)]
+    from_batch: Option<i64>,
+    /// Replay in this process on the lake (no host may be running on it)
+    /// instead of asking the running host.
+    #[arg(long)]
+    offline: bool,
+    #[command(flatten)]
+    admin: plugin::AdminArgs,
 }
 
 #[derive(clap::Args)]
@@ -118,7 +140,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", sluice::query::report(&lake).await?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plugin(command) => plugin::run(load_config(&cli, |_| {})?, command),
+        Command::Plugin(command) => plugin::run(load_config(&cli, |_| {})?, command).await,
+        Command::Replay(args) => replay(&cli, args).await,
     }
 }
 
@@ -142,9 +165,14 @@ async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let totals = sluice::service::run(
         &config,
         stop,
-        |addr| match addr {
-            Some(addr) => eprintln!("sluice: collecting on http://{addr}/v1/events"),
-            None => eprintln!("sluice: replaying files (collector disabled)"),
+        |ready| {
+            match ready.collector {
+                Some(addr) => eprintln!("sluice: collecting on http://{addr}/v1/events"),
+                None => eprintln!("sluice: replaying files (collector disabled)"),
+            }
+            if let Some(addr) = ready.admin {
+                eprintln!("sluice: admin API on http://{addr}");
+            }
         },
         |report| {
             tracing::info!(
@@ -165,5 +193,37 @@ async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
         totals.accepted,
         totals.quarantined.values().sum::<u64>()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn replay(cli: &Cli, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+    let request = sluice::admin::ReplayRequest {
+        layer: args.layer.to_string(),
+        from_batch: args.from_batch,
+        since: args.since.clone(),
+    };
+    anyhow::ensure!(
+        request.from_batch.is_some() || request.since.is_some(),
+        "give --since <time> or --from-batch <n>"
+    );
+    let report: sluice::pipeline::ReplayReport = if args.offline {
+        let config = load_config(cli, |_| {})?;
+        let from = match (request.from_batch, &request.since) {
+            (Some(b), _) => sluice::lifecycle::ReplayFrom::Batch(b),
+            (None, Some(since)) => sluice::lifecycle::ReplayFrom::Time(
+                chrono::DateTime::parse_from_rfc3339(since)
+                    .context("--since")?
+                    .timestamp_micros(),
+            ),
+            (None, None) => unreachable!("checked above"),
+        };
+        let mut pipeline = sluice::service::open_pipeline(&config).await?;
+        sluice::lifecycle::replay(&mut pipeline, args.layer, from).await?
+    } else {
+        sluice::admin::client::AdminClient::from_env(&args.admin.url)?
+            .post("/v1/replay", &request)
+            .await?
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,11 +1,30 @@
-//! `sluice plugin ...`: inspect a plugin and test it in isolation.
+//! `sluice plugin ...`: inspect and test a plugin in isolation, scaffold a
+//! new one, and manage the plugins of a running host through its admin API.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context as _;
+use base64::Engine as _;
+use sluice::admin::DeployRequest;
+use sluice::admin::client::AdminClient;
 use sluice::config::Config;
+use sluice::lifecycle::shadow::ShadowReport;
+use sluice::lifecycle::{Change, Fixtures, Status};
 use sluice::plugin_test;
-use sluice::runtime::{Limits, Runtime, WriteMode};
+use sluice::runtime::{Layer, Runtime, WriteMode};
+
+/// Where the admin API is reached (`SLUICE_ADMIN_URL` or `--admin`).
+#[derive(clap::Args, Clone)]
+pub struct AdminArgs {
+    /// The running host's admin API.
+    #[arg(
+        long = "admin",
+        env = "SLUICE_ADMIN_URL",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub url: String,
+}
 
 #[derive(clap::Subcommand)]
 pub enum PluginCommand {
@@ -28,14 +47,213 @@ pub enum PluginCommand {
         /// The plugin component (.wasm).
         wasm: PathBuf,
     },
+    /// Scaffold a plugin crate (sources, fixtures, README) in a new directory.
+    New {
+        /// Crate name, e.g. `acme-silver-rules`.
+        name: String,
+        #[arg(long)]
+        layer: Layer,
+        /// Where to create it (default: the current directory).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// A Sluice checkout (for the SDK, default plugins and WIT);
+        /// default: the one this binary was built from.
+        #[arg(long)]
+        repo: Option<PathBuf>,
+    },
+    /// Deploy a component to a layer of the running host (validated first;
+    /// swapped in at the next batch boundary).
+    Deploy {
+        layer: Layer,
+        wasm: PathBuf,
+        /// Run it beside the active plugin and report differences instead.
+        #[arg(long)]
+        shadow: bool,
+        /// A directory with `events.ndjson` and `expected.ndjson` the plugin
+        /// must pass before it goes live.
+        #[arg(long)]
+        fixtures: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Go back to the version deployed before the active one.
+    Rollback {
+        layer: Layer,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make the shadow candidate of a layer the active plugin.
+    Promote {
+        layer: Layer,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show a layer's shadow run report (`--stop` ends the shadow run).
+    Shadow {
+        layer: Layer,
+        #[arg(long)]
+        stop: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// The active plugin of each layer.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Every deploy, rollback, shadow run and refusal, oldest first.
+    History {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
-pub fn run(config: Config, command: &PluginCommand) -> anyhow::Result<ExitCode> {
-    let runtime = Runtime::new(Some(config.cache_dir()))?;
-    let limits = Limits {
-        memory_bytes: (config.plugins.memory_mb as usize) << 20,
-        batch_timeout: std::time::Duration::from_millis(config.plugins.batch_timeout_ms),
+pub async fn run(config: Config, command: &PluginCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PluginCommand::Info { .. } | PluginCommand::Test { .. } => local(config, command),
+        PluginCommand::New {
+            name,
+            layer,
+            dir,
+            repo,
+        } => {
+            let repo = repo.clone().unwrap_or_else(sluice::scaffold::source_repo);
+            let created = sluice::scaffold::create(name, *layer, dir, &repo)?;
+            println!("created {}", created.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => remote(command).await,
+    }
+}
+
+/// Commands that talk to a running host.
+async fn remote(command: &PluginCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PluginCommand::Deploy {
+            layer,
+            wasm,
+            shadow,
+            fixtures,
+            admin,
+        } => {
+            let request = DeployRequest {
+                wasm_base64: base64::engine::general_purpose::STANDARD.encode(
+                    std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?,
+                ),
+                shadow: *shadow,
+                fixtures: fixtures.as_deref().map(read_fixture_dir).transpose()?,
+            };
+            let client = AdminClient::from_env(&admin.url)?;
+            let change: Change = client
+                .post(&format!("/v1/plugins/{layer}/deploy"), &request)
+                .await?;
+            print_change(&change);
+        }
+        PluginCommand::Rollback { layer, admin } => {
+            let client = AdminClient::from_env(&admin.url)?;
+            let change: Change = client
+                .post(&format!("/v1/plugins/{layer}/rollback"), &())
+                .await?;
+            print_change(&change);
+        }
+        PluginCommand::Promote { layer, admin } => {
+            let client = AdminClient::from_env(&admin.url)?;
+            let change: Change = client
+                .post(&format!("/v1/plugins/{layer}/promote"), &())
+                .await?;
+            print_change(&change);
+        }
+        PluginCommand::Shadow { layer, stop, admin } => {
+            let client = AdminClient::from_env(&admin.url)?;
+            let report: Option<ShadowReport> = if *stop {
+                client
+                    .delete(&format!("/v1/plugins/{layer}/shadow"))
+                    .await?
+            } else {
+                let status: Status = client.get("/v1/plugins").await?;
+                status
+                    .layers
+                    .into_iter()
+                    .find(|l| l.layer == layer.as_str())
+                    .and_then(|l| l.shadow)
+            };
+            match report {
+                Some(r) => println!("{}", serde_json::to_string_pretty(&r)?),
+                None => println!("no shadow run for {layer}"),
+            }
+        }
+        PluginCommand::List { admin } => {
+            let status: Status = AdminClient::from_env(&admin.url)?
+                .get("/v1/plugins")
+                .await?;
+            for l in &status.layers {
+                println!(
+                    "{:<7}{} {} sha256 {} ({} MiB, {} ms per batch){}",
+                    l.layer,
+                    l.name,
+                    l.version,
+                    &l.hash[..12.min(l.hash.len())],
+                    l.memory_mb,
+                    l.batch_timeout_ms,
+                    l.shadow
+                        .as_ref()
+                        .map(|s| format!("; shadow {}", s.candidate))
+                        .unwrap_or_default()
+                );
+            }
+            println!("next batch: {}", status.next_batch);
+        }
+        PluginCommand::History { admin } => {
+            let status: Status = AdminClient::from_env(&admin.url)?
+                .get("/v1/plugins")
+                .await?;
+            for e in &status.history {
+                println!(
+                    "{} {:<6} {:<13} {}@{} from batch {} (pause {} µs) {}",
+                    e.at,
+                    e.layer,
+                    format!("{:?}", e.action).to_lowercase(),
+                    e.name,
+                    e.version,
+                    e.from_batch,
+                    e.pause_micros,
+                    e.note
+                );
+            }
+        }
+        _ => unreachable!("local commands are handled by `local`"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_change(change: &Change) {
+    println!(
+        "{:?}: {} is {}@{} (sha256 {}) from batch {}; batches paused {} µs",
+        change.action,
+        change.layer,
+        change.name,
+        change.version,
+        &change.hash[..12.min(change.hash.len())],
+        change.from_batch,
+        change.pause_micros
+    );
+}
+
+fn read_fixture_dir(dir: &Path) -> anyhow::Result<Fixtures> {
+    let read = |file: &str| {
+        let path = dir.join(file);
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
     };
+    Ok(Fixtures {
+        events: read("events.ndjson")?,
+        expected: read("expected.ndjson")?,
+    })
+}
+
+/// Commands that need only the plugin file.
+fn local(config: Config, command: &PluginCommand) -> anyhow::Result<ExitCode> {
+    let runtime = Runtime::new(Some(config.cache_dir()))?;
+    let limits = config.plugin_limits();
     match command {
         PluginCommand::Info { wasm } => {
             let plugin = runtime.load_file(wasm, limits)?;
@@ -98,5 +316,6 @@ pub fn run(config: Config, command: &PluginCommand) -> anyhow::Result<ExitCode> 
                 }
             }
         }
+        _ => unreachable!("remote commands are handled by `remote`"),
     }
 }

@@ -233,6 +233,36 @@ impl LakeTable {
         Ok(true)
     }
 
+    /// Replaces the rows matching `predicate` (SQL over the table's columns)
+    /// with `rows`, in one commit. Every new row must match the predicate.
+    /// Used by replays, which rewrite a range outside the batch protocol.
+    pub async fn replace_where(&mut self, predicate: &str, rows: Vec<RecordBatch>) -> Result<()> {
+        let table = self
+            .table
+            .clone()
+            .write(rows)
+            .with_save_mode(SaveMode::Overwrite)
+            .with_replace_where(predicate)
+            .await
+            .map_err(delta_err(&self.name))?;
+        self.table = table;
+        Ok(())
+    }
+
+    /// Replaces the whole table with `rows` in one commit, outside the batch
+    /// protocol (replays).
+    pub async fn replace_all(&mut self, rows: Vec<RecordBatch>) -> Result<()> {
+        let table = self
+            .table
+            .clone()
+            .write(rows)
+            .with_save_mode(SaveMode::Overwrite)
+            .await
+            .map_err(delta_err(&self.name))?;
+        self.table = table;
+        Ok(())
+    }
+
     /// Folds `rows` into the table by the merge spec, unless already committed.
     pub async fn merge(
         &mut self,

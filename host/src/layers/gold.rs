@@ -140,6 +140,40 @@ impl GoldTables {
         self.write_derived(stage, batch, &outputs).await
     }
 
+    /// Replaces every table's content with the same table of `rebuilt` (gold
+    /// rebuilt elsewhere), one commit per table. Returns rows per table.
+    pub async fn replace_from(
+        &mut self,
+        rebuilt: &GoldTables,
+    ) -> Result<BTreeMap<String, usize>, LakeError> {
+        let ctx = SessionContext::new();
+        let mut counts = BTreeMap::new();
+        for (name, t) in &mut self.tables {
+            let Some(source) = rebuilt.tables.get(name) else {
+                continue;
+            };
+            lake::register(&ctx, name, source.table.delta()).await?;
+            let rows = ctx
+                .sql(&format!("SELECT * FROM \"{name}\""))
+                .await
+                .map_err(|e| other(name, e))?
+                .collect()
+                .await
+                .map_err(|e| other(name, e))?;
+            let schema = t.table.schema().clone();
+            let mut conformed = Vec::with_capacity(rows.len().max(1));
+            for b in &rows {
+                conformed.push(crate::lake::conform(name, b, &schema)?);
+            }
+            if conformed.is_empty() {
+                conformed.push(RecordBatch::new_empty(schema));
+            }
+            counts.insert(name.clone(), conformed.iter().map(|b| b.num_rows()).sum());
+            t.table.replace_all(conformed).await?;
+        }
+        Ok(counts)
+    }
+
     async fn write_derived(
         &mut self,
         stage: &str,

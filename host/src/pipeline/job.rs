@@ -28,3 +28,12 @@ impl PluginJob {
             .unwrap_or_else(|e| Err(PluginFailure::Trap(format!("plugin thread panicked: {e}"))))
     }
 }
+
+/// One layer's plugin call on one input: the active plugin's job and, while
+/// a shadow candidate runs, the candidate's job on the same input.
+pub(super) struct LayerJob {
+    pub(super) layer: crate::runtime::Layer,
+    pub(super) input: RecordBatch,
+    pub(super) active: PluginJob,
+    pub(super) shadow: Option<PluginJob>,
+}

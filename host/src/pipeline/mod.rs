@@ -20,8 +20,10 @@
 mod job;
 pub mod plugins;
 mod recovery;
+mod replay;
 mod rows;
 pub mod runner;
+mod swap;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,12 +41,15 @@ use crate::layers::silver::{self, DedupState};
 use crate::layers::{add_lineage, drop_column, with_lineage_fields};
 use crate::runtime::{Layer, PluginFailure};
 use crate::sources::{Positions, RawRecord};
-use job::PluginJob;
+use job::LayerJob;
 pub use plugins::Plugins;
+pub use replay::ReplayReport;
 use rows::{
     check_silver_coverage, column_u32, drop_column_schema, push_plugin_quarantine, quarantine_all,
 };
 use sluice_plugin_sdk::schemas::INPUT_ROW;
+pub use swap::AutoRollback;
+use swap::{Probation, Shadow};
 
 pub const BATCHES_TABLE: &str = "pipeline_batches";
 pub const STAGE_BRONZE: &str = "sluice-bronze";
@@ -99,7 +104,17 @@ pub struct Totals {
 
 /// The open lake tables, plugins and host state of a running pipeline.
 pub struct Pipeline {
+    lake: Lake,
+    lateness_micros: i64,
     plugins: Plugins,
+    /// Per layer, the version a fresh deploy replaced, kept while the new
+    /// one is on probation: if it fails a batch, the old one takes over.
+    fallbacks: BTreeMap<Layer, Probation>,
+    /// Per layer, a candidate running beside the active plugin.
+    shadows: BTreeMap<Layer, Shadow>,
+    auto_rollbacks: Vec<AutoRollback>,
+    /// Hash of the gold plugin `gold` was opened for.
+    gold_opened_for: String,
     bronze: LakeTable,
     silver: LakeTable,
     quarantine: LakeTable,
@@ -183,7 +198,13 @@ impl Pipeline {
             .await?;
         let gold = GoldTables::open(lake, plugins.gold.meta()).await?;
         let mut pipeline = Pipeline {
+            lake: lake.clone(),
+            lateness_micros,
+            gold_opened_for: plugins.gold.hash().to_string(),
             plugins,
+            fallbacks: BTreeMap::new(),
+            shadows: BTreeMap::new(),
+            auto_rollbacks: Vec::new(),
             bronze,
             silver,
             quarantine,
@@ -243,15 +264,13 @@ impl Pipeline {
         &mut self,
         batch: i64,
         records: &[RawRecord],
-    ) -> anyhow::Result<(RecordBatch, Option<&'static str>, Option<PluginJob>)> {
+    ) -> anyhow::Result<(RecordBatch, Option<&'static str>, Option<LayerJob>)> {
         let now = crate::time::now_micros();
         let input = bronze::raw_input(records, now);
-        let plugin = self.plugins.bronze.clone();
-        let producer = plugin.meta().producer();
-        let outcome = PluginJob::start(&plugin, input.clone())
-            .finish()
-            .await
-            .and_then(|mut out| {
+        let expected_rows = input.num_rows();
+        let job = self.start_job(Layer::Bronze, input.clone());
+        let outcome = self
+            .finish_job(batch, job, |mut out, plugin| {
                 let rows = out.remove(bronze::TABLE).unwrap_or_else(|| {
                     RecordBatch::new_empty(
                         plugin
@@ -262,19 +281,21 @@ impl Pipeline {
                             .clone(),
                     )
                 });
-                if rows.num_rows() != input.num_rows() {
+                if rows.num_rows() != expected_rows {
                     return Err(PluginFailure::BadOutput(format!(
-                        "bronze must keep every record: got {} rows for {}",
+                        "bronze must keep every record: got {} rows for {expected_rows}",
                         rows.num_rows(),
-                        input.num_rows()
                     )));
                 }
                 Ok(rows)
-            });
+            })
+            .await;
+        // After a probation rollback the producer is the restored version.
+        let producer = self.plugins.bronze.meta().producer();
         match outcome {
             Ok(rows) => {
                 let stored = bronze::to_stored(&rows, batch, &producer);
-                let silver_job = PluginJob::start(&self.plugins.silver, stored.clone());
+                let silver_job = self.start_job(Layer::Silver, stored.clone());
                 self.bronze
                     .append(STAGE_BRONZE, batch, vec![stored.clone()])
                     .await?;
@@ -296,7 +317,7 @@ impl Pipeline {
         &mut self,
         batch: i64,
         bronze_rows: RecordBatch,
-        silver_job: Option<PluginJob>,
+        silver_job: Option<LayerJob>,
         started: Instant,
     ) -> anyhow::Result<BatchReport> {
         let mut report = BatchReport {
@@ -345,17 +366,42 @@ impl Pipeline {
         &mut self,
         batch: i64,
         bronze_rows: &RecordBatch,
-        job: Option<PluginJob>,
+        job: Option<LayerJob>,
         q: &mut QuarantineRows,
     ) -> anyhow::Result<Option<SilverOutcome>> {
-        let plugin = self.plugins.silver.clone();
-        let producer = plugin.meta().producer();
+        let Some((stored, input_rows)) = self.silver_rows(batch, bronze_rows, job, q).await? else {
+            return Ok(None);
+        };
+        let gold_job = (stored.num_rows() > 0).then(|| self.start_job(Layer::Gold, stored.clone()));
+        if stored.num_rows() > 0 {
+            self.silver
+                .append(STAGE_SILVER, batch, vec![stored.clone()])
+                .await?;
+            failpoint("silver-committed", batch);
+        }
+        Ok(Some((stored, input_rows, gold_job)))
+    }
+
+    /// Runs the silver plugin (or finishes its job) and the host's dedup on
+    /// one batch of bronze rows. Returns the rows to store in silver and, per
+    /// row, the bronze row it came from; rejected rows go to `q`. `None` if
+    /// the plugin failed (the whole batch is then in `q`).
+    async fn silver_rows(
+        &mut self,
+        batch: i64,
+        bronze_rows: &RecordBatch,
+        job: Option<LayerJob>,
+        q: &mut QuarantineRows,
+    ) -> anyhow::Result<Option<(RecordBatch, Vec<u32>)>> {
         let raw = RawColumns::new(bronze_rows).map_err(anyhow::Error::msg)?;
-        let job = job.unwrap_or_else(|| PluginJob::start(&plugin, bronze_rows.clone()));
-        let outcome = job
-            .finish()
-            .await
-            .and_then(|out| check_silver_coverage(out, bronze_rows.num_rows(), &plugin));
+        let job = job.unwrap_or_else(|| self.start_job(Layer::Silver, bronze_rows.clone()));
+        let inputs = bronze_rows.num_rows();
+        let outcome = self
+            .finish_job(batch, job, |out, plugin| {
+                check_silver_coverage(out, inputs, plugin)
+            })
+            .await;
+        let producer = self.plugins.silver.meta().producer();
         let (silver_rows, plugin_quarantine) = match outcome {
             Ok(parts) => parts,
             Err(failure) => {
@@ -386,15 +432,7 @@ impl Pipeline {
         }
         let input_rows = column_u32(&accepted, INPUT_ROW)?;
         let stored = add_lineage(&drop_column(&accepted, INPUT_ROW), batch, &producer);
-        let gold_job =
-            (stored.num_rows() > 0).then(|| PluginJob::start(&self.plugins.gold, stored.clone()));
-        if stored.num_rows() > 0 {
-            self.silver
-                .append(STAGE_SILVER, batch, vec![stored.clone()])
-                .await?;
-            failpoint("silver-committed", batch);
-        }
-        Ok(Some((stored, input_rows, gold_job)))
+        Ok(Some((stored, input_rows)))
     }
 
     /// Finishes the gold plugin's job and folds its rows into the gold
@@ -403,18 +441,19 @@ impl Pipeline {
     async fn gold_stage(
         &mut self,
         batch: i64,
-        job: PluginJob,
+        job: LayerJob,
         input_rows: &[u32],
         bronze_rows: &RecordBatch,
     ) -> anyhow::Result<Vec<(String, usize)>> {
-        let plugin = self.plugins.gold.clone();
-        match job.finish().await {
+        let outcome = self.finish_job(batch, job, |out, _| Ok(out)).await;
+        match outcome {
             Ok(outputs) => {
+                self.ensure_gold_tables().await?;
                 self.gold.write(STAGE_GOLD, batch, outputs).await?;
                 Ok(Vec::new())
             }
             Err(failure) => {
-                let producer = plugin.meta().producer();
+                let producer = self.plugins.gold.meta().producer();
                 tracing::error!(batch, plugin = %producer, "{failure}; quarantining the batch for gold");
                 let raw = RawColumns::new(bronze_rows).map_err(anyhow::Error::msg)?;
                 let mut q = QuarantineRows::new(batch, crate::time::now_micros());
@@ -469,4 +508,4 @@ impl Pipeline {
 }
 
 /// Accepted silver rows, the bronze row of each, and gold's job on them.
-type SilverOutcome = (RecordBatch, Vec<u32>, Option<PluginJob>);
+type SilverOutcome = (RecordBatch, Vec<u32>, Option<LayerJob>);

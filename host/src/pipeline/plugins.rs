@@ -9,7 +9,7 @@ use deltalake::arrow::datatypes::DataType;
 use crate::config::Config;
 use crate::layers::{bronze, quarantine, silver};
 use crate::runtime::contract::WriteMode;
-use crate::runtime::{Layer, Limits, LoadedPlugin, Runtime, embedded};
+use crate::runtime::{Layer, LoadedPlugin, Runtime, embedded};
 
 /// Tables the host owns; a gold plugin may not declare these names.
 pub const RESERVED_TABLES: [&str; 4] = [
@@ -30,10 +30,7 @@ pub struct Plugins {
 impl Plugins {
     /// Loads the configured plugins, falling back to the embedded defaults.
     pub fn load(runtime: &Runtime, config: &Config) -> anyhow::Result<Plugins> {
-        let limits = Limits {
-            memory_bytes: (config.plugins.memory_mb as usize) << 20,
-            batch_timeout: std::time::Duration::from_millis(config.plugins.batch_timeout_ms),
-        };
+        let limits = config.plugin_limits();
         let load =
             |layer: Layer, path: &Option<std::path::PathBuf>| -> anyhow::Result<LoadedPlugin> {
                 let plugin = match path {
@@ -50,6 +47,15 @@ impl Plugins {
             silver: load(Layer::Silver, &config.plugins.silver)?,
             gold: load(Layer::Gold, &config.plugins.gold)?,
         })
+    }
+
+    /// Makes `plugin` the active one of `layer`.
+    pub fn set(&mut self, layer: Layer, plugin: LoadedPlugin) {
+        match layer {
+            Layer::Bronze => self.bronze = plugin,
+            Layer::Silver => self.silver = plugin,
+            Layer::Gold => self.gold = plugin,
+        }
     }
 
     pub fn get(&self, layer: Layer) -> &LoadedPlugin {

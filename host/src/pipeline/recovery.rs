@@ -46,7 +46,7 @@ pub(super) async fn recover(pipeline: &mut Pipeline, lateness_micros: i64) -> an
     Ok(())
 }
 
-async fn query(
+pub(super) async fn query(
     ctx: &SessionContext,
     sql: &str,
 ) -> anyhow::Result<Vec<deltalake::arrow::array::RecordBatch>> {
@@ -54,7 +54,7 @@ async fn query(
 }
 
 /// Dedup ids and watermark from silver rows of finished batches.
-async fn restore_dedup(
+pub(super) async fn restore_dedup(
     ctx: &SessionContext,
     last_done: i64,
     lateness: i64,
@@ -140,7 +140,7 @@ async fn read_positions(ctx: &SessionContext) -> anyhow::Result<Positions> {
 }
 
 /// The stored bronze rows of one batch, in arrival order.
-async fn bronze_batch(
+pub(super) async fn bronze_batch(
     ctx: &SessionContext,
     batch: i64,
     schema: &deltalake::arrow::datatypes::SchemaRef,

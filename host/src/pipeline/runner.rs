@@ -1,6 +1,7 @@
 //! Drives a [`Pipeline`] from a channel of envelopes: closes micro-batches on
-//! size or time, acknowledges producers after the bronze commit, and drains
-//! what is buffered when asked to stop.
+//! size or time, acknowledges producers after the bronze commit, applies
+//! plugin changes between batches, and drains what is buffered when asked
+//! to stop.
 
 use std::time::Duration;
 
@@ -8,7 +9,20 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::{BatchReport, Pipeline};
+use crate::lifecycle::{Control, Lifecycle};
 use crate::sources::{Envelope, RawRecord};
+
+/// Plugin changes asked of the running pipeline, and who applies them.
+pub struct Controller {
+    pub rx: mpsc::Receiver<Control>,
+    pub lifecycle: Lifecycle,
+}
+
+/// What the loop waits for between batches.
+enum Next {
+    Control(Control),
+    Envelope(Option<Envelope>),
+}
 
 /// When a batch closes.
 #[derive(Debug, Clone, Copy)]
@@ -25,16 +39,29 @@ pub async fn run(
     mut rx: mpsc::Receiver<Envelope>,
     trigger: Trigger,
     mut stop: watch::Receiver<bool>,
+    mut controller: Option<Controller>,
     mut on_batch: impl FnMut(&BatchReport),
 ) -> anyhow::Result<()> {
     loop {
-        let first = tokio::select! {
+        // Controls first: a change waiting at a boundary is applied before
+        // the next batch starts, even under continuous load.
+        let next = tokio::select! {
             biased;
-            envelope = rx.recv() => envelope,
+            control = next_control(&mut controller) => Next::Control(control),
+            envelope = rx.recv() => Next::Envelope(envelope),
             _ = stopped(&mut stop) => {
                 rx.close();
-                rx.recv().await
+                Next::Envelope(rx.recv().await)
             }
+        };
+        let first = match next {
+            Next::Control(control) => {
+                if let Some(c) = controller.as_mut() {
+                    c.lifecycle.handle(pipeline, control).await;
+                }
+                continue;
+            }
+            Next::Envelope(envelope) => envelope,
         };
         let Some(first) = first else { return Ok(()) };
         let (records, acks) = collect_batch(first, &mut rx, trigger, &mut stop).await;
@@ -50,8 +77,23 @@ pub async fn run(
         for ack in pending.into_iter().flatten().flatten() {
             let _ = ack.send(Err("the pipeline failed to commit the batch".into()));
         }
-        on_batch(&result?);
+        let report = result?;
+        if let Some(c) = controller.as_mut() {
+            c.lifecycle.after_batch(pipeline);
+        }
+        on_batch(&report);
     }
+}
+
+/// The next control message; never resolves without a controller or once
+/// its senders are gone.
+async fn next_control(controller: &mut Option<Controller>) -> Control {
+    if let Some(c) = controller
+        && let Some(control) = c.rx.recv().await
+    {
+        return control;
+    }
+    std::future::pending().await
 }
 
 /// Resolves once `stop` turns true; never if its sender is gone.

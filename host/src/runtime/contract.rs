@@ -111,6 +111,15 @@ pub struct PluginMeta {
     pub layer: Layer,
     pub description: String,
     pub outputs: Vec<TableDecl>,
+    /// What the plugin's manifest asks for; the host caps it.
+    pub requested: RequestedLimits,
+}
+
+/// A plugin's own memory and time budget per batch (`none`: host default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestedLimits {
+    pub memory_mb: Option<u32>,
+    pub batch_timeout_ms: Option<u32>,
 }
 
 impl PluginMeta {
@@ -144,6 +153,10 @@ impl PluginMeta {
             },
             description: info.description,
             outputs,
+            requested: RequestedLimits {
+                memory_mb: info.limits.memory_mb,
+                batch_timeout_ms: info.limits.batch_timeout_ms,
+            },
         })
     }
 }

@@ -22,7 +22,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub use contract::{Layer, PluginMeta, TableDecl, WriteMode};
+pub use contract::{Layer, PluginMeta, RequestedLimits, TableDecl, WriteMode};
 
 use bindings::sluice::transform::types::Level;
 use bindings::{Transform, TransformPre};
@@ -31,10 +31,29 @@ use bindings::{Transform, TransformPre};
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Limits applied to every call into a plugin.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub memory_bytes: usize,
     pub batch_timeout: Duration,
+}
+
+impl Limits {
+    /// What a plugin gets: its own request where it asks for one, never more
+    /// than the host's maximum (`self`).
+    pub fn capped(self, requested: RequestedLimits) -> Limits {
+        let memory = requested
+            .memory_mb
+            .map(|mb| (mb as usize) << 20)
+            .unwrap_or(self.memory_bytes);
+        let timeout = requested
+            .batch_timeout_ms
+            .map(|ms| Duration::from_millis(ms.into()))
+            .unwrap_or(self.batch_timeout);
+        Limits {
+            memory_bytes: memory.min(self.memory_bytes),
+            batch_timeout: timeout.min(self.batch_timeout),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -187,6 +206,10 @@ impl Runtime {
             .call(|t, store| t.call_info(store))
             .map_err(|f| anyhow::anyhow!("reading plugin info: {f}"))?;
         let meta = PluginMeta::from_wit(info).map_err(|e| anyhow::anyhow!("plugin info: {e}"))?;
+        plugin.limits = limits.capped(meta.requested);
+        if plugin.limits != limits {
+            tracing::info!(plugin = %meta.producer(), limits = ?plugin.limits, "plugin manifest limits");
+        }
         plugin.meta = Some(Arc::new(meta));
         Ok(plugin)
     }
@@ -254,6 +277,11 @@ impl LoadedPlugin {
     /// SHA-256 of the component bytes.
     pub fn hash(&self) -> &str {
         &self.hash
+    }
+
+    /// The memory and time budget each batch runs under.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Transforms one batch; on failure retries once on a fresh instance.

@@ -29,8 +29,8 @@ async fn collector_acknowledges_only_durable_events_and_refuses_bad_bodies() {
         sluice::service::run(
             &config,
             stop,
-            move |addr| {
-                let _ = addr_tx.send(addr.unwrap());
+            move |ready| {
+                let _ = addr_tx.send(ready.collector.unwrap());
             },
             |_| {},
         )

@@ -43,6 +43,7 @@ impl Plugin for Bronze {
                 &["ingest_date"],
                 WriteMode::Append,
             )],
+            limits: sluice_plugin_sdk::ResourceLimits::HOST_DEFAULTS,
         }
     }
 

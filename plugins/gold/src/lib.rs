@@ -66,6 +66,7 @@ impl Plugin for Gold {
                           user, feature, date and plan dimensions"
                 .into(),
             outputs: TABLES.iter().map(Table::spec).collect(),
+            limits: sluice_plugin_sdk::ResourceLimits::HOST_DEFAULTS,
         }
     }
 

@@ -7,6 +7,7 @@
 //! unit tests call a plugin without Wasm.
 
 pub mod ipc;
+pub mod rows;
 pub mod schemas;
 
 pub use arrow_array;
@@ -25,9 +26,17 @@ pub mod bindings {
 
 pub use bindings::sluice::transform::types::DerivedSpec;
 pub use bindings::sluice::transform::types::{
-    Layer, Level, Measure, MergeOp, MergeSpec, PluginInfo, Scd2Spec, TableBatch, TableSpec,
-    TransformError, WriteMode,
+    Layer, Level, Measure, MergeOp, MergeSpec, PluginInfo, ResourceLimits, Scd2Spec, TableBatch,
+    TableSpec, TransformError, WriteMode,
 };
+
+impl ResourceLimits {
+    /// Ask for nothing special: the host's configured memory and time budget.
+    pub const HOST_DEFAULTS: ResourceLimits = ResourceLimits {
+        memory_mb: None,
+        batch_timeout_ms: None,
+    };
+}
 
 use arrow_array::RecordBatch;
 

@@ -95,6 +95,7 @@ impl Plugin for Silver {
                     WriteMode::Append,
                 ),
             ],
+            limits: sluice_plugin_sdk::ResourceLimits::HOST_DEFAULTS,
         }
     }
 

@@ -1,0 +1,527 @@
+//! Plugin lifecycle in a running host: validate a candidate, swap it in at a
+//! batch boundary, shadow-run it, roll back, replay; and the registry that
+//! makes all of it survive a restart.
+//!
+//! Invariant: the pipeline task is the only one that changes the active
+//! plugins or writes the registry. The admin API and the watched directory
+//! validate candidates on their own threads, then send a [`Control`] that
+//! the runner applies between two batches.
+
+pub mod registry;
+pub mod shadow;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::pipeline::{Pipeline, Plugins, ReplayReport};
+use crate::plugin_test;
+use crate::runtime::{Layer, Limits, LoadedPlugin, Runtime, embedded};
+use registry::{Action, Entry, Registry, now_rfc3339};
+use shadow::ShadowReport;
+
+/// Where an answer to a [`Control`] goes.
+pub type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+/// A change asked of the running pipeline, applied between two batches.
+pub enum Control {
+    Deploy {
+        layer: Layer,
+        candidate: Candidate,
+        shadow: bool,
+        reply: Reply<Change>,
+    },
+    Rollback {
+        layer: Layer,
+        reply: Reply<Change>,
+    },
+    Promote {
+        layer: Layer,
+        reply: Reply<Change>,
+    },
+    StopShadow {
+        layer: Layer,
+        reply: Reply<Option<ShadowReport>>,
+    },
+    Status {
+        reply: Reply<Status>,
+    },
+    Replay {
+        layer: Layer,
+        from: ReplayFrom,
+        reply: Reply<ReplayReport>,
+    },
+    /// A candidate failed validation: only recorded in the history.
+    Refused {
+        layer: Layer,
+        hash: String,
+        reason: String,
+    },
+}
+
+/// Where a replay starts.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayFrom {
+    Batch(i64),
+    /// UTC microseconds: the first batch committed at or after.
+    Time(i64),
+}
+
+/// A validated component, ready to swap in.
+#[derive(Clone)]
+pub struct Candidate {
+    pub plugin: LoadedPlugin,
+    pub wasm: Arc<Vec<u8>>,
+}
+
+/// Fixture events a plugin ships and the outputs they must give.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fixtures {
+    /// Raw events, one per line (the `events.ndjson` of `plugin test`).
+    pub events: String,
+    /// Expected outputs (`expected.ndjson`).
+    pub expected: String,
+}
+
+/// What a deploy, promote or rollback did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Change {
+    pub layer: String,
+    pub action: Action,
+    pub name: String,
+    pub version: String,
+    pub hash: String,
+    /// First batch the now-active plugin serves.
+    pub from_batch: i64,
+    /// How long batches waited for the swap.
+    pub pause_micros: u64,
+}
+
+/// One layer as `plugin list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerStatus {
+    pub layer: String,
+    pub name: String,
+    pub version: String,
+    pub hash: String,
+    pub memory_mb: u64,
+    pub batch_timeout_ms: u64,
+    /// Deployed versions below the active one that a rollback can return to.
+    pub rollback_depth: usize,
+    pub shadow: Option<ShadowReport>,
+}
+
+/// Every layer, and the history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub layers: Vec<LayerStatus>,
+    pub next_batch: i64,
+    pub history: Vec<Entry>,
+}
+
+/// Loads and checks candidate components; cheap to clone, used off the
+/// pipeline task (admin API, watched directory).
+#[derive(Clone)]
+pub struct Validator {
+    runtime: Arc<Runtime>,
+    limits: Limits,
+}
+
+impl Validator {
+    pub fn new(runtime: Arc<Runtime>, config: &Config) -> Validator {
+        Validator {
+            runtime,
+            limits: config.plugin_limits(),
+        }
+    }
+
+    /// Compiles and instantiates `wasm`, checks it serves `layer`, and runs
+    /// its fixtures if it ships them. The pipeline still checks that its
+    /// tables fit the live ones when it swaps it in.
+    pub fn validate(
+        &self,
+        layer: Layer,
+        wasm: Vec<u8>,
+        fixtures: Option<&Fixtures>,
+    ) -> anyhow::Result<Candidate> {
+        let plugin = self.runtime.load(&wasm, self.limits)?;
+        crate::pipeline::plugins::check_layer(&plugin, layer, None)?;
+        if let Some(fixtures) = fixtures {
+            self.check_fixtures(&plugin, fixtures)?;
+        }
+        Ok(Candidate {
+            plugin,
+            wasm: Arc::new(wasm),
+        })
+    }
+
+    fn check_fixtures(&self, plugin: &LoadedPlugin, fixtures: &Fixtures) -> anyhow::Result<()> {
+        let records = plugin_test::fixture_records("fixtures", fixtures.events.as_bytes());
+        let actual = plugin_test::run_records(&self.runtime, plugin, &records)
+            .context("running the plugin's fixtures")?;
+        let expected = plugin_test::parse_expected("expected", &fixtures.expected)?;
+        let diffs = plugin_test::differences(&actual, &expected);
+        anyhow::ensure!(
+            diffs.is_empty(),
+            "its fixtures fail ({} differences), first: {}",
+            diffs.len(),
+            diffs.first().map(String::as_str).unwrap_or("")
+        );
+        Ok(())
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+}
+
+/// The pipeline task's side: applies [`Control`]s and keeps the registry.
+pub struct Lifecycle {
+    validator: Validator,
+    registry: Registry,
+    probation_batches: u32,
+    /// Per layer, the configured `.wasm` (`None`: the embedded default):
+    /// what is active when the registry holds no deploy for the layer.
+    base: BTreeMap<Layer, Option<PathBuf>>,
+}
+
+impl Lifecycle {
+    pub fn open(validator: Validator, config: &Config) -> anyhow::Result<Lifecycle> {
+        let registry = Registry::open(&config.registry_dir())?;
+        let base = BTreeMap::from([
+            (Layer::Bronze, config.plugins.bronze.clone()),
+            (Layer::Silver, config.plugins.silver.clone()),
+            (Layer::Gold, config.plugins.gold.clone()),
+        ]);
+        Ok(Lifecycle {
+            validator,
+            registry,
+            probation_batches: config.plugins.probation_batches,
+            base,
+        })
+    }
+
+    /// Each layer's active plugin: the last one deployed, else the
+    /// configured one, else the embedded default.
+    pub fn load_plugins(&self) -> anyhow::Result<Plugins> {
+        let load = |layer: Layer| -> anyhow::Result<LoadedPlugin> {
+            let plugin = match self.registry.stack(layer).last() {
+                Some(hash) => self.load_deployed(hash)?,
+                None => self.load_base(layer)?,
+            };
+            crate::pipeline::plugins::check_layer(&plugin, layer, None)?;
+            Ok(plugin)
+        };
+        Ok(Plugins {
+            bronze: load(Layer::Bronze)?,
+            silver: load(Layer::Silver)?,
+            gold: load(Layer::Gold)?,
+        })
+    }
+
+    fn load_deployed(&self, hash: &str) -> anyhow::Result<LoadedPlugin> {
+        let path = self.registry.wasm_path(hash);
+        self.validator
+            .runtime
+            .load_file(&path, self.validator.limits)
+    }
+
+    fn load_base(&self, layer: Layer) -> anyhow::Result<LoadedPlugin> {
+        let runtime = &self.validator.runtime;
+        match self.base.get(&layer).cloned().flatten() {
+            Some(path) => runtime.load_file(&path, self.validator.limits),
+            None => runtime
+                .load(embedded::default_plugin(layer), self.validator.limits)
+                .with_context(|| format!("loading the embedded {layer} plugin")),
+        }
+    }
+
+    /// Applies one control message to the pipeline and answers it.
+    pub async fn handle(&mut self, pipeline: &mut Pipeline, control: Control) {
+        match control {
+            Control::Deploy {
+                layer,
+                candidate,
+                shadow,
+                reply,
+            } => {
+                let result = if shadow {
+                    self.start_shadow(pipeline, layer, candidate.clone())
+                } else {
+                    self.activate(pipeline, layer, candidate.clone(), Action::Deploy)
+                        .await
+                };
+                if let Err(e) = &result {
+                    self.record_refusal(pipeline, layer, Some(&candidate), &format!("{e:#}"));
+                }
+                let _ = reply.send(result.map_err(|e| format!("{e:#}")));
+            }
+            Control::Promote { layer, reply } => {
+                let result = match pipeline.stop_shadow(layer) {
+                    Some((plugin, _)) => {
+                        let wasm = std::fs::read(self.registry.wasm_path(plugin.hash()))
+                            .map(Arc::new)
+                            .map_err(anyhow::Error::from);
+                        match wasm {
+                            Ok(wasm) => {
+                                let candidate = Candidate { plugin, wasm };
+                                self.activate(pipeline, layer, candidate, Action::Promote)
+                                    .await
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    None => Err(anyhow::anyhow!("no shadow candidate runs for {layer}")),
+                };
+                let _ = reply.send(result.map_err(|e| format!("{e:#}")));
+            }
+            Control::Rollback { layer, reply } => {
+                let result = self.rollback(pipeline, layer).await;
+                let _ = reply.send(result.map_err(|e| format!("{e:#}")));
+            }
+            Control::StopShadow { layer, reply } => {
+                let _ = reply.send(Ok(pipeline.stop_shadow(layer).map(|(_, r)| r)));
+            }
+            Control::Status { reply } => {
+                let _ = reply.send(Ok(self.status(pipeline)));
+            }
+            Control::Replay { layer, from, reply } => {
+                let result = replay(pipeline, layer, from).await;
+                let _ = reply.send(result.map_err(|e| format!("{e:#}")));
+            }
+            Control::Refused {
+                layer,
+                hash,
+                reason,
+            } => {
+                self.record_entry(Entry {
+                    hash,
+                    ..refusal(pipeline, layer, None, &reason)
+                });
+            }
+        }
+    }
+
+    fn record_refusal(
+        &mut self,
+        pipeline: &Pipeline,
+        layer: Layer,
+        candidate: Option<&Candidate>,
+        reason: &str,
+    ) {
+        self.record_entry(refusal(pipeline, layer, candidate, reason));
+    }
+
+    fn record_entry(&mut self, entry: Entry) {
+        if let Err(e) = self.registry.record(entry) {
+            tracing::error!("recording a refused deploy: {e:#}");
+        }
+    }
+
+    /// Swaps `candidate` in (tables checked against the live ones), keeps
+    /// its component, and records the change.
+    async fn activate(
+        &mut self,
+        pipeline: &mut Pipeline,
+        layer: Layer,
+        candidate: Candidate,
+        action: Action,
+    ) -> anyhow::Result<Change> {
+        let paused = Instant::now();
+        pipeline.check_fits(layer, &candidate.plugin)?;
+        self.registry
+            .store(candidate.plugin.hash(), &candidate.wasm)?;
+        pipeline
+            .swap(layer, candidate.plugin.clone(), self.probation_batches)
+            .await?;
+        let pause = paused.elapsed();
+        self.record(
+            pipeline,
+            layer,
+            &candidate.plugin,
+            action,
+            pause,
+            String::new(),
+        )
+    }
+
+    fn start_shadow(
+        &mut self,
+        pipeline: &mut Pipeline,
+        layer: Layer,
+        candidate: Candidate,
+    ) -> anyhow::Result<Change> {
+        pipeline.start_shadow(layer, candidate.plugin.clone())?;
+        self.registry
+            .store(candidate.plugin.hash(), &candidate.wasm)?;
+        self.record(
+            pipeline,
+            layer,
+            &candidate.plugin,
+            Action::Shadow,
+            std::time::Duration::ZERO,
+            String::new(),
+        )
+    }
+
+    async fn rollback(&mut self, pipeline: &mut Pipeline, layer: Layer) -> anyhow::Result<Change> {
+        let stack = self.registry.stack(layer);
+        anyhow::ensure!(
+            !stack.is_empty(),
+            "nothing to roll back to: {layer} runs its configured plugin"
+        );
+        let paused = Instant::now();
+        let previous = match stack.len() {
+            1 => self.load_base(layer)?,
+            n => self.load_deployed(&stack[n - 2])?,
+        };
+        pipeline.swap(layer, previous.clone(), 0).await?;
+        let pause = paused.elapsed();
+        self.record(
+            pipeline,
+            layer,
+            &previous,
+            Action::Rollback,
+            pause,
+            String::new(),
+        )
+    }
+
+    /// Records what the pipeline did by itself during the last batch.
+    pub fn after_batch(&mut self, pipeline: &mut Pipeline) {
+        for rollback in pipeline.take_auto_rollbacks() {
+            let note = format!(
+                "{} failed batch {}: {}",
+                rollback.failed.meta().producer(),
+                rollback.batch,
+                rollback.reason
+            );
+            let recorded = self.record(
+                pipeline,
+                rollback.layer,
+                &rollback.restored,
+                Action::AutoRollback,
+                std::time::Duration::ZERO,
+                note,
+            );
+            if let Err(e) = recorded {
+                tracing::error!("recording an automatic rollback: {e:#}");
+            }
+        }
+    }
+
+    fn record(
+        &mut self,
+        pipeline: &Pipeline,
+        layer: Layer,
+        plugin: &LoadedPlugin,
+        action: Action,
+        pause: std::time::Duration,
+        note: String,
+    ) -> anyhow::Result<Change> {
+        let meta = plugin.meta();
+        let pause_micros = pause.as_micros() as u64;
+        tracing::info!(
+            %layer, ?action, plugin = %meta.producer(), from_batch = pipeline.next_batch(),
+            pause_micros, "plugin change"
+        );
+        self.registry.record(Entry {
+            at: now_rfc3339(),
+            layer: layer.to_string(),
+            action,
+            name: meta.name.clone(),
+            version: meta.version.clone(),
+            hash: plugin.hash().to_string(),
+            from_batch: pipeline.next_batch(),
+            pause_micros,
+            note,
+        })?;
+        Ok(Change {
+            layer: layer.to_string(),
+            action,
+            name: meta.name.clone(),
+            version: meta.version.clone(),
+            hash: plugin.hash().to_string(),
+            from_batch: pipeline.next_batch(),
+            pause_micros,
+        })
+    }
+
+    pub fn status(&self, pipeline: &Pipeline) -> Status {
+        let layers = Layer::ALL
+            .iter()
+            .map(|&layer| {
+                let plugin = pipeline.active(layer);
+                let limits = plugin.limits();
+                LayerStatus {
+                    layer: layer.to_string(),
+                    name: plugin.meta().name.clone(),
+                    version: plugin.meta().version.clone(),
+                    hash: plugin.hash().to_string(),
+                    memory_mb: (limits.memory_bytes >> 20) as u64,
+                    batch_timeout_ms: limits.batch_timeout.as_millis() as u64,
+                    rollback_depth: self.registry.stack(layer).len(),
+                    shadow: pipeline.shadow(layer).map(|(_, r)| r.clone()),
+                }
+            })
+            .collect();
+        Status {
+            layers,
+            next_batch: pipeline.next_batch(),
+            history: self.registry.history().to_vec(),
+        }
+    }
+}
+
+/// The history entry of a refused candidate.
+fn refusal(
+    pipeline: &Pipeline,
+    layer: Layer,
+    candidate: Option<&Candidate>,
+    reason: &str,
+) -> Entry {
+    let (name, version, hash) = candidate
+        .map(|c| {
+            let meta = c.plugin.meta();
+            (
+                meta.name.clone(),
+                meta.version.clone(),
+                c.plugin.hash().to_string(),
+            )
+        })
+        .unwrap_or_default();
+    Entry {
+        at: now_rfc3339(),
+        layer: layer.to_string(),
+        action: Action::Refused,
+        name,
+        version,
+        hash,
+        from_batch: pipeline.next_batch(),
+        pause_micros: 0,
+        note: reason.to_string(),
+    }
+}
+
+/// Runs a replay from a batch or a time.
+pub async fn replay(
+    pipeline: &mut Pipeline,
+    layer: Layer,
+    from: ReplayFrom,
+) -> anyhow::Result<ReplayReport> {
+    let from_batch = match from {
+        ReplayFrom::Batch(b) => b,
+        ReplayFrom::Time(micros) => match pipeline.first_batch_since(micros).await? {
+            Some(b) => b,
+            None => pipeline.next_batch(),
+        },
+    };
+    pipeline.replay(layer, from_batch).await
+}

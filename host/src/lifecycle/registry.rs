@@ -1,0 +1,180 @@
+//! The plugin registry on disk: every deployed component by hash and an
+//! append-only history of what was deployed, rolled back and refused, from
+//! which each layer's version stack (and so the active plugin) follows.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::Layer;
+
+/// What happened to a layer's plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Became active (pushed on the layer's stack).
+    Deploy,
+    /// A shadow candidate became active.
+    Promote,
+    /// Went back to the version before (popped).
+    Rollback,
+    /// Failed a live batch on probation; the version before took over.
+    AutoRollback,
+    /// Started running as a shadow candidate.
+    Shadow,
+    /// Validation refused it; nothing changed.
+    Refused,
+}
+
+impl Action {
+    fn pushes(self) -> bool {
+        matches!(self, Action::Deploy | Action::Promote)
+    }
+
+    fn pops(self) -> bool {
+        matches!(self, Action::Rollback | Action::AutoRollback)
+    }
+}
+
+/// One line of the history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub layer: String,
+    pub action: Action,
+    /// The plugin the action is about (for rollbacks: the one now active).
+    pub name: String,
+    pub version: String,
+    pub hash: String,
+    /// First batch the now-active plugin serves.
+    pub from_batch: i64,
+    /// How long the pipeline waited at the batch boundary for the change.
+    pub pause_micros: u64,
+    #[serde(default)]
+    pub note: String,
+}
+
+/// The registry directory: `<hash>.wasm` files and `history.jsonl`.
+pub struct Registry {
+    dir: PathBuf,
+    history: Vec<Entry>,
+}
+
+impl Registry {
+    /// Opens (creating if needed) the registry in `dir`.
+    pub fn open(dir: &Path) -> anyhow::Result<Registry> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("history.jsonl");
+        let history = match std::fs::read_to_string(&path) {
+            Ok(text) => text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .enumerate()
+                .map(|(i, l)| {
+                    serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))
+                })
+                .collect::<anyhow::Result<_>>()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok(Registry {
+            dir: dir.to_path_buf(),
+            history,
+        })
+    }
+
+    pub fn history(&self) -> &[Entry] {
+        &self.history
+    }
+
+    /// Keeps a deployed component so restarts and rollbacks can load it.
+    pub fn store(&self, hash: &str, wasm: &[u8]) -> anyhow::Result<()> {
+        let path = self.wasm_path(hash);
+        if !path.exists() {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, wasm).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &path)?;
+        }
+        Ok(())
+    }
+
+    pub fn wasm_path(&self, hash: &str) -> PathBuf {
+        self.dir.join(format!("{hash}.wasm"))
+    }
+
+    /// Appends an entry (durably) to the history.
+    pub fn record(&mut self, entry: Entry) -> anyhow::Result<()> {
+        let path = self.dir.join("history.jsonl");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        writeln!(file, "{}", serde_json::to_string(&entry)?)?;
+        file.sync_data()?;
+        self.history.push(entry);
+        Ok(())
+    }
+
+    /// Hashes of the deployed versions of `layer`, oldest first; the last
+    /// one is active. Empty: the configured (or embedded) plugin is active.
+    pub fn stack(&self, layer: Layer) -> Vec<String> {
+        let mut stack = Vec::new();
+        for e in self.history.iter().filter(|e| e.layer == layer.as_str()) {
+            if e.action.pushes() {
+                stack.push(e.hash.clone());
+            } else if e.action.pops() {
+                stack.pop();
+            }
+        }
+        stack
+    }
+}
+
+/// Now, as RFC 3339 UTC.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(action: Action, hash: &str) -> Entry {
+        Entry {
+            at: now_rfc3339(),
+            layer: "silver".into(),
+            action,
+            name: "p".into(),
+            version: "1".into(),
+            hash: hash.into(),
+            from_batch: 1,
+            pause_micros: 0,
+            note: String::new(),
+        }
+    }
+
+    #[test]
+    fn stack_follows_deploys_and_rollbacks_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Registry::open(dir.path()).unwrap();
+        for (action, hash) in [
+            (Action::Deploy, "a"),
+            (Action::Shadow, "x"),
+            (Action::Refused, "y"),
+            (Action::Deploy, "b"),
+            (Action::Promote, "c"),
+            (Action::AutoRollback, "b"),
+        ] {
+            r.record(entry(action, hash)).unwrap();
+        }
+        assert_eq!(r.stack(Layer::Silver), ["a", "b"]);
+        assert!(r.stack(Layer::Gold).is_empty());
+        let reopened = Registry::open(dir.path()).unwrap();
+        assert_eq!(reopened.stack(Layer::Silver), ["a", "b"]);
+        assert_eq!(reopened.history().len(), 6);
+    }
+}

@@ -1,0 +1,281 @@
+//! Replay from bronze: recomputes silver from a batch on, and all of gold,
+//! with the active plugins, replacing what earlier versions wrote. Runs
+//! between two live batches; each table is replaced in one Delta commit.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, bail};
+use deltalake::arrow::array::{Array, Int64Array, RecordBatch};
+use deltalake::arrow::compute::concat_batches;
+use deltalake::datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+
+use super::job::PluginJob;
+use super::recovery::{bronze_batch, query, restore_dedup};
+use super::{BATCHES_TABLE, Pipeline, STAGE_GOLD};
+use crate::lake::{self, Lake};
+use crate::layers::gold::GoldTables;
+use crate::layers::quarantine::QuarantineRows;
+use crate::layers::{bronze, quarantine, silver};
+use crate::runtime::Layer;
+
+/// Silver rows handed to the gold plugin per call while rebuilding gold.
+const GOLD_CHUNK_ROWS: usize = 100_000;
+
+/// What a replay rewrote.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplayReport {
+    pub layer: String,
+    /// First and last batch whose silver rows were recomputed (silver only).
+    pub from_batch: i64,
+    pub to_batch: i64,
+    pub silver_rows: usize,
+    pub quarantined: usize,
+    /// Rows per gold table after the rebuild.
+    pub gold_rows: BTreeMap<String, usize>,
+    pub plugins: Vec<String>,
+    pub millis: u128,
+}
+
+impl Pipeline {
+    /// The first batch committed at or after `micros` (UTC µs), if any.
+    pub async fn first_batch_since(&self, micros: i64) -> anyhow::Result<Option<i64>> {
+        let ctx = SessionContext::new();
+        lake::register(&ctx, BATCHES_TABLE, self.batches.delta()).await?;
+        let rows = query(
+            &ctx,
+            &format!(
+                "SELECT MIN(batch_id) FROM {BATCHES_TABLE} \
+                 WHERE CAST(committed_at AS BIGINT) >= {micros}"
+            ),
+        )
+        .await?;
+        Ok(rows.first().and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .filter(|a| a.is_valid(0))
+                .map(|a| a.value(0))
+        }))
+    }
+
+    /// Recomputes `layer` (silver: from `from_batch` on, then all of gold;
+    /// gold: all of it, from silver) with the active plugins and replaces
+    /// the stored rows. Nothing is replaced if a plugin fails on the way.
+    /// Idempotent: running the same replay again gives the same tables.
+    pub async fn replay(&mut self, layer: Layer, from_batch: i64) -> anyhow::Result<ReplayReport> {
+        let started = std::time::Instant::now();
+        if layer == Layer::Bronze {
+            bail!("bronze is the log every other layer is rebuilt from: replay silver or gold");
+        }
+        let last = self.next_batch - 1;
+        let from = from_batch.max(1);
+        let ctx = SessionContext::new();
+        lake::register(&ctx, bronze::TABLE, self.bronze.delta()).await?;
+        lake::register(&ctx, silver::TABLE, self.silver.delta()).await?;
+        let (new_silver, new_quarantine) = if layer == Layer::Silver {
+            self.recompute_silver(&ctx, from, last).await?
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let keep_below = if layer == Layer::Silver {
+            from
+        } else {
+            i64::MAX
+        };
+        let rebuilt = self.rebuild_gold(&ctx, keep_below, &new_silver).await?;
+        let mut report = ReplayReport {
+            layer: layer.to_string(),
+            from_batch: from,
+            to_batch: last,
+            silver_rows: new_silver.iter().map(RecordBatch::num_rows).sum(),
+            quarantined: new_quarantine.iter().map(RecordBatch::num_rows).sum(),
+            gold_rows: BTreeMap::new(),
+            plugins: [Layer::Silver, Layer::Gold]
+                .map(|l| self.plugins.get(l).meta().producer())
+                .to_vec(),
+            millis: 0,
+        };
+        if layer == Layer::Silver {
+            self.replace_silver(from, new_silver, new_quarantine)
+                .await?;
+        }
+        report.gold_rows = self.gold.replace_from(&rebuilt.tables).await?;
+        drop(rebuilt);
+        self.reload_state(last).await?;
+        report.millis = started.elapsed().as_millis();
+        tracing::info!(?report, "replay done");
+        Ok(report)
+    }
+
+    /// Silver and quarantine rows for batches `from..=last`, recomputed from
+    /// bronze with dedup state as of batch `from - 1`.
+    async fn recompute_silver(
+        &mut self,
+        ctx: &SessionContext,
+        from: i64,
+        last: i64,
+    ) -> anyhow::Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
+        let before = restore_dedup(ctx, from - 1, self.lateness_micros).await?;
+        let live_dedup = std::mem::replace(&mut self.dedup, before);
+        // Shadows and probation are about live batches, not this rewrite.
+        let shadows = std::mem::take(&mut self.shadows);
+        let fallbacks = std::mem::take(&mut self.fallbacks);
+        let result = self.silver_for_batches(ctx, from, last).await;
+        self.shadows = shadows;
+        self.fallbacks = fallbacks;
+        if result.is_err() {
+            self.dedup = live_dedup;
+        }
+        result
+    }
+
+    async fn silver_for_batches(
+        &mut self,
+        ctx: &SessionContext,
+        from: i64,
+        last: i64,
+    ) -> anyhow::Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
+        let (mut rows, mut quarantined) = (Vec::new(), Vec::new());
+        let now = crate::time::now_micros();
+        for batch in from..=last {
+            let bronze_rows = bronze_batch(ctx, batch, self.bronze.schema()).await?;
+            if bronze_rows.num_rows() == 0 {
+                continue;
+            }
+            let mut q = QuarantineRows::new(batch, now);
+            let Some((stored, _)) = self.silver_rows(batch, &bronze_rows, None, &mut q).await?
+            else {
+                bail!(
+                    "the active silver plugin {} failed on batch {batch}; nothing was replaced",
+                    self.plugins.silver.meta().producer()
+                );
+            };
+            rows.push(stored);
+            let q = q.finish();
+            if q.num_rows() > 0 {
+                quarantined.push(q);
+            }
+        }
+        Ok((rows, quarantined))
+    }
+
+    /// Builds gold from scratch in a scratch lake: stored silver rows of
+    /// batches below `keep_below`, then `new_silver`.
+    async fn rebuild_gold(
+        &self,
+        ctx: &SessionContext,
+        keep_below: i64,
+        new_silver: &[RecordBatch],
+    ) -> anyhow::Result<ScratchGold> {
+        let dir = std::env::temp_dir().join(format!("sluice-replay-{}", uuid::Uuid::new_v4()));
+        let scratch = Lake::local(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut tables = GoldTables::open(&scratch, self.plugins.gold.meta()).await?;
+        let kept = query(
+            ctx,
+            &format!(
+                "SELECT * FROM {} WHERE batch_id < {keep_below} ORDER BY batch_id",
+                silver::TABLE
+            ),
+        )
+        .await?;
+        let schema = self.silver.schema().clone();
+        let mut chunk: Vec<RecordBatch> = Vec::new();
+        let mut chunk_id = 0;
+        let all = kept
+            .iter()
+            .map(|b| lake::conform(silver::TABLE, b, &schema))
+            .chain(new_silver.iter().map(|b| Ok(b.clone())));
+        for rows in all {
+            chunk.push(rows?);
+            if chunk.iter().map(RecordBatch::num_rows).sum::<usize>() >= GOLD_CHUNK_ROWS {
+                chunk_id += 1;
+                self.gold_chunk(&mut tables, chunk_id, &std::mem::take(&mut chunk))
+                    .await?;
+            }
+        }
+        if !chunk.is_empty() {
+            self.gold_chunk(&mut tables, chunk_id + 1, &chunk).await?;
+        }
+        Ok(ScratchGold { tables, dir })
+    }
+
+    async fn gold_chunk(
+        &self,
+        tables: &mut GoldTables,
+        chunk_id: i64,
+        rows: &[RecordBatch],
+    ) -> anyhow::Result<()> {
+        let input = concat_batches(self.silver.schema(), rows)?;
+        if input.num_rows() == 0 {
+            return Ok(());
+        }
+        let plugin = &self.plugins.gold;
+        let outputs = PluginJob::start(plugin, input)
+            .finish()
+            .await
+            .map_err(|f| {
+                anyhow::anyhow!(
+                    "the gold plugin {} failed while rebuilding gold ({f}); nothing was replaced",
+                    plugin.meta().producer()
+                )
+            })?;
+        tables.write(STAGE_GOLD, chunk_id, outputs).await?;
+        Ok(())
+    }
+
+    /// Swaps the recomputed range into `silver_events` and `quarantine`.
+    /// Gold-layer quarantine rows go too: the rebuild took every event.
+    async fn replace_silver(
+        &mut self,
+        from: i64,
+        rows: Vec<RecordBatch>,
+        quarantined: Vec<RecordBatch>,
+    ) -> anyhow::Result<()> {
+        let rows = non_empty(rows, self.silver.schema());
+        self.silver
+            .replace_where(&format!("batch_id >= {from}"), rows)
+            .await?;
+        let quarantined = non_empty(quarantined, &quarantine::schema());
+        self.quarantine
+            .replace_where(
+                &format!("(layer = 'silver' AND batch_id >= {from}) OR layer = 'gold'"),
+                quarantined,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Host state from the replaced tables: dedup ids and SCD2 histories.
+    async fn reload_state(&mut self, last: i64) -> anyhow::Result<()> {
+        let ctx = SessionContext::new();
+        lake::register(&ctx, silver::TABLE, self.silver.delta()).await?;
+        self.dedup = restore_dedup(&ctx, last, self.lateness_micros).await?;
+        self.gold = GoldTables::open(&self.lake, self.plugins.gold.meta()).await?;
+        Ok(())
+    }
+}
+
+/// Gold rebuilt in a scratch lake, removed when dropped.
+struct ScratchGold {
+    tables: GoldTables,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for ScratchGold {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Delta writes need at least one batch to know the schema.
+fn non_empty(
+    rows: Vec<RecordBatch>,
+    schema: &deltalake::arrow::datatypes::SchemaRef,
+) -> Vec<RecordBatch> {
+    if rows.is_empty() {
+        vec![RecordBatch::new_empty(schema.clone())]
+    } else {
+        rows
+    }
+}
