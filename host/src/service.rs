@@ -28,11 +28,16 @@ pub async fn open_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
     Ok(open_with_lifecycle(config).await?.0)
 }
 
-async fn open_with_lifecycle(config: &Config) -> anyhow::Result<(Pipeline, Lifecycle, Validator)> {
+/// Opens the pipeline with the registry's plugins, and finishes a replay a
+/// previous run left unfinished.
+pub async fn open_with_lifecycle(
+    config: &Config,
+) -> anyhow::Result<(Pipeline, Lifecycle, Validator)> {
     let runtime = Arc::new(Runtime::new(Some(config.cache_dir()))?);
     let validator = Validator::new(runtime, config);
-    let lifecycle = Lifecycle::open(validator.clone(), config)?;
-    let pipeline = open_pipeline_with(config, lifecycle.load_plugins()?).await?;
+    let mut lifecycle = Lifecycle::open(validator.clone(), config)?;
+    let mut pipeline = open_pipeline_with(config, lifecycle.load_plugins()?).await?;
+    lifecycle.finish_pending_replay(&mut pipeline).await?;
     Ok((pipeline, lifecycle, validator))
 }
 

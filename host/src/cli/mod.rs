@@ -217,8 +217,9 @@ async fn replay(cli: &Cli, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
             ),
             (None, None) => unreachable!("checked above"),
         };
-        let mut pipeline = sluice::service::open_pipeline(&config).await?;
-        sluice::lifecycle::replay(&mut pipeline, args.layer, from).await?
+        let (mut pipeline, mut lifecycle, _) =
+            sluice::service::open_with_lifecycle(&config).await?;
+        lifecycle.replay(&mut pipeline, args.layer, from).await?
     } else {
         sluice::admin::client::AdminClient::from_env(&args.admin.url)?
             .post("/v1/replay", &request)

@@ -9,8 +9,8 @@ use base64::Engine as _;
 use sluice::admin::DeployRequest;
 use sluice::admin::client::AdminClient;
 use sluice::config::Config;
-use sluice::lifecycle::shadow::ShadowReport;
 use sluice::lifecycle::{Change, Fixtures, Status};
+use sluice::pipeline::shadow::ShadowReport;
 use sluice::plugin_test;
 use sluice::runtime::{Layer, Runtime, WriteMode};
 

@@ -8,7 +8,6 @@
 //! the runner applies between two batches.
 
 pub mod registry;
-pub mod shadow;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,11 +19,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::config::Config;
+use crate::pipeline::shadow::ShadowReport;
 use crate::pipeline::{Pipeline, Plugins, ReplayReport};
 use crate::plugin_test;
 use crate::runtime::{Layer, Limits, LoadedPlugin, Runtime, embedded};
-use registry::{Action, Entry, Registry, now_rfc3339};
-use shadow::ShadowReport;
+use registry::{Action, Entry, PendingReplay, Registry, now_rfc3339};
 
 /// Where an answer to a [`Control`] goes.
 pub type Reply<T> = oneshot::Sender<Result<T, String>>;
@@ -293,7 +292,7 @@ impl Lifecycle {
                 let _ = reply.send(Ok(self.status(pipeline)));
             }
             Control::Replay { layer, from, reply } => {
-                let result = replay(pipeline, layer, from).await;
+                let result = self.replay(pipeline, layer, from).await;
                 let _ = reply.send(result.map_err(|e| format!("{e:#}")));
             }
             Control::Refused {
@@ -510,18 +509,45 @@ fn refusal(
     }
 }
 
-/// Runs a replay from a batch or a time.
-pub async fn replay(
-    pipeline: &mut Pipeline,
-    layer: Layer,
-    from: ReplayFrom,
-) -> anyhow::Result<ReplayReport> {
-    let from_batch = match from {
-        ReplayFrom::Batch(b) => b,
-        ReplayFrom::Time(micros) => match pipeline.first_batch_since(micros).await? {
-            Some(b) => b,
-            None => pipeline.next_batch(),
-        },
-    };
-    pipeline.replay(layer, from_batch).await
+impl Lifecycle {
+    /// Runs a replay from a batch or a time. It is marked pending in the
+    /// registry until every table is replaced, so a crash in between is
+    /// finished by [`Lifecycle::finish_pending_replay`] on the next start.
+    pub async fn replay(
+        &mut self,
+        pipeline: &mut Pipeline,
+        layer: Layer,
+        from: ReplayFrom,
+    ) -> anyhow::Result<ReplayReport> {
+        let from_batch = match from {
+            ReplayFrom::Batch(b) => b,
+            ReplayFrom::Time(micros) => match pipeline.first_batch_since(micros).await? {
+                Some(b) => b,
+                None => pipeline.next_batch(),
+            },
+        };
+        self.registry
+            .set_pending_replay(Some(PendingReplay { layer, from_batch }))?;
+        let report = pipeline.replay(layer, from_batch).await?;
+        self.registry.set_pending_replay(None)?;
+        Ok(report)
+    }
+
+    /// Finishes a replay a previous run was interrupted in. Replays are
+    /// idempotent, so it simply runs again.
+    pub async fn finish_pending_replay(&mut self, pipeline: &mut Pipeline) -> anyhow::Result<()> {
+        if let Some(pending) = self.registry.pending_replay()? {
+            tracing::warn!(
+                ?pending,
+                "finishing a replay a previous run left unfinished"
+            );
+            self.replay(
+                pipeline,
+                pending.layer,
+                ReplayFrom::Batch(pending.from_batch),
+            )
+            .await?;
+        }
+        Ok(())
+    }
 }

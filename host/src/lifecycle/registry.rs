@@ -57,7 +57,15 @@ pub struct Entry {
     pub note: String,
 }
 
-/// The registry directory: `<hash>.wasm` files and `history.jsonl`.
+/// A replay that was started and has not finished: finished on restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingReplay {
+    pub layer: Layer,
+    pub from_batch: i64,
+}
+
+/// The registry directory: `<hash>.wasm` files, `history.jsonl`, and
+/// `replay-pending.json` while a replay runs.
 pub struct Registry {
     dir: PathBuf,
     history: Vec<Entry>,
@@ -119,6 +127,37 @@ impl Registry {
         Ok(())
     }
 
+    /// The replay a previous run started and did not finish, if any.
+    pub fn pending_replay(&self) -> anyhow::Result<Option<PendingReplay>> {
+        let path = self.dir.join(PENDING_REPLAY);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Marks a replay as started (`Some`) or finished (`None`), durably.
+    pub fn set_pending_replay(&self, replay: Option<PendingReplay>) -> anyhow::Result<()> {
+        let path = self.dir.join(PENDING_REPLAY);
+        match replay {
+            Some(r) => {
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, serde_json::to_vec(&r)?)?;
+                std::fs::File::open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+            }
+            None => match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            },
+        }
+        Ok(())
+    }
+
     /// Hashes of the deployed versions of `layer`, oldest first; the last
     /// one is active. Empty: the configured (or embedded) plugin is active.
     pub fn stack(&self, layer: Layer) -> Vec<String> {
@@ -133,6 +172,8 @@ impl Registry {
         stack
     }
 }
+
+const PENDING_REPLAY: &str = "replay-pending.json";
 
 /// Now, as RFC 3339 UTC.
 pub fn now_rfc3339() -> String {

@@ -23,6 +23,7 @@ mod recovery;
 mod replay;
 mod rows;
 pub mod runner;
+pub mod shadow;
 mod swap;
 
 use std::collections::BTreeMap;
@@ -60,7 +61,8 @@ pub const STAGE_DONE: &str = "sluice-batches";
 /// Fault injection for crash tests: with `SLUICE_FAILPOINT=<point>:<batch>`
 /// the process aborts (no cleanup, like `kill -9`) when batch `<batch>`
 /// reaches `<point>`: `bronze-committed`, `silver-committed`, `gold-tables`
-/// (after the merged gold tables, before the derived ones) or `before-done`.
+/// (after the merged gold tables, before the derived ones), `before-done`,
+/// or `replay-silver-replaced` (a replay from that batch, before gold).
 pub fn failpoint(point: &str, batch: i64) {
     static SPEC: std::sync::OnceLock<Option<(String, i64)>> = std::sync::OnceLock::new();
     let spec = SPEC.get_or_init(|| {

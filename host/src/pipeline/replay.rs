@@ -99,6 +99,7 @@ impl Pipeline {
         if layer == Layer::Silver {
             self.replace_silver(from, new_silver, new_quarantine)
                 .await?;
+            super::failpoint("replay-silver-replaced", from);
         }
         report.gold_rows = self.gold.replace_from(&rebuilt.tables).await?;
         drop(rebuilt);

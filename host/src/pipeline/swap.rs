@@ -7,10 +7,10 @@ use anyhow::bail;
 use deltalake::arrow::array::RecordBatch;
 
 use super::job::{LayerJob, PluginJob};
+use super::shadow::ShadowReport;
 use super::{Pipeline, plugins};
 use crate::layers::gold::GoldTables;
 use crate::layers::{bronze, silver};
-use crate::lifecycle::shadow::ShadowReport;
 use crate::runtime::{Layer, LoadedPlugin, PluginFailure, WriteMode};
 
 /// The previous version of a layer's plugin, kept while a new one proves

@@ -9,7 +9,10 @@ use deltalake::arrow::datatypes::SchemaRef;
 use super::bindings::sluice::transform::types as wit;
 
 /// A medallion layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Layer {
     Bronze,
     Silver,

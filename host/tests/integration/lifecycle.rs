@@ -438,6 +438,29 @@ async fn replay_after_a_buggy_version_gives_what_the_fixed_one_would_have() {
     assert_pipeline_matches(&lake, &all).await;
     let buggy_rows = "SELECT COUNT(*) FROM silver_events WHERE producer LIKE '%buggy%'";
     assert_eq!(common::count(&lake, buggy_rows).await, 0);
+
+    // Offline, by time, gold only: a rebuild from the same silver changes nothing.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "replay",
+            "--layer",
+            "gold",
+            "--since",
+            "2000-01-01T00:00:00Z",
+            "--offline",
+        ])
+        .arg("--lake")
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: ReplayReport = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((report.layer.as_str(), report.from_batch), ("gold", 1));
+    assert_pipeline_matches(&lake, &all).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -555,4 +578,59 @@ fn build_scaffold(crate_dir: &Path) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     target.join("wasm32-wasip2/release/acme_rules.wasm")
+}
+
+/// A replay killed between replacing silver and replacing gold is finished
+/// by the next start, before any new batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_replay_is_finished_on_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let events = dir.path().join("events.ndjson");
+    let lines = common::simulated_lines(35, 2_000, 0.04);
+    common::write_lines(&events, &lines);
+    let mut buggy = common::replay_config(&lake, vec![events], 500);
+    buggy.plugins.silver = Some(env!("SLUICE_PLUGIN_SILVER_BUGGY").into());
+    common::run_to_end(&buggy).await;
+    let upper = "SELECT COUNT(*) FROM dim_feature WHERE feature <> lower(feature)";
+    assert!(
+        common::count(&lake, upper).await > 0,
+        "the bug shows in gold"
+    );
+
+    // Replay with the default silver plugin, aborted after silver.
+    let sluice = |args: &[&str], failpoint: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.args(args).arg("--lake").arg(&lake);
+        if let Some(point) = failpoint {
+            cmd.env("SLUICE_FAILPOINT", point);
+        }
+        cmd.output().unwrap()
+    };
+    let replay = [
+        "replay",
+        "--layer",
+        "silver",
+        "--from-batch",
+        "1",
+        "--offline",
+    ];
+    let crashed = sluice(&replay, Some("replay-silver-replaced:1"));
+    assert!(!crashed.status.success(), "the failpoint aborts the replay");
+    let silver_upper = "SELECT COUNT(*) FROM silver_events WHERE feature <> lower(feature)";
+    assert_eq!(
+        common::count(&lake, silver_upper).await,
+        0,
+        "silver was replaced"
+    );
+    assert!(common::count(&lake, upper).await > 0, "gold was not yet");
+
+    // Any start finishes it: here a run with nothing to ingest.
+    let restarted = sluice(&["run", "--listen", ""], None);
+    assert!(
+        restarted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restarted.stderr)
+    );
+    assert_pipeline_matches(&lake, &lines).await;
 }
