@@ -143,25 +143,13 @@ async fn remote(command: &PluginCommand) -> anyhow::Result<ExitCode> {
                 shadow: *shadow,
                 fixtures: fixtures.as_deref().map(read_fixture_dir).transpose()?,
             };
-            let client = AdminClient::from_env(&admin.url)?;
-            let change: Change = client
-                .post(&format!("/v1/plugins/{layer}/deploy"), &request)
-                .await?;
-            print_change(&change);
+            change(admin, &format!("/v1/plugins/{layer}/deploy"), &request).await?;
         }
         PluginCommand::Rollback { layer, admin } => {
-            let client = AdminClient::from_env(&admin.url)?;
-            let change: Change = client
-                .post(&format!("/v1/plugins/{layer}/rollback"), &())
-                .await?;
-            print_change(&change);
+            change(admin, &format!("/v1/plugins/{layer}/rollback"), &()).await?;
         }
         PluginCommand::Promote { layer, admin } => {
-            let client = AdminClient::from_env(&admin.url)?;
-            let change: Change = client
-                .post(&format!("/v1/plugins/{layer}/promote"), &())
-                .await?;
-            print_change(&change);
+            change(admin, &format!("/v1/plugins/{layer}/promote"), &()).await?;
         }
         PluginCommand::Shadow { layer, stop, admin } => {
             let client = AdminClient::from_env(&admin.url)?;
@@ -224,6 +212,17 @@ async fn remote(command: &PluginCommand) -> anyhow::Result<ExitCode> {
         _ => unreachable!("local commands are handled by `local`"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Posts a change to the admin API and prints what it did.
+async fn change(
+    admin: &AdminArgs,
+    path: &str,
+    body: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    let change: Change = AdminClient::from_env(&admin.url)?.post(path, body).await?;
+    print_change(&change);
+    Ok(())
 }
 
 fn print_change(change: &Change) {

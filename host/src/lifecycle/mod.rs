@@ -89,19 +89,8 @@ pub struct Fixtures {
     pub expected: String,
 }
 
-/// What a deploy, promote or rollback did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Change {
-    pub layer: String,
-    pub action: Action,
-    pub name: String,
-    pub version: String,
-    pub hash: String,
-    /// First batch the now-active plugin serves.
-    pub from_batch: i64,
-    /// How long batches waited for the swap.
-    pub pause_micros: u64,
-}
+/// What a deploy, promote or rollback did: its history entry.
+pub type Change = Entry;
 
 /// One layer as `plugin list` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -431,7 +420,7 @@ impl Lifecycle {
             %layer, ?action, plugin = %meta.producer(), from_batch = pipeline.next_batch(),
             pause_micros, "plugin change"
         );
-        self.registry.record(Entry {
+        let entry = Entry {
             at: now_rfc3339(),
             layer: layer.to_string(),
             action,
@@ -441,16 +430,9 @@ impl Lifecycle {
             from_batch: pipeline.next_batch(),
             pause_micros,
             note,
-        })?;
-        Ok(Change {
-            layer: layer.to_string(),
-            action,
-            name: meta.name.clone(),
-            version: meta.version.clone(),
-            hash: plugin.hash().to_string(),
-            from_batch: pipeline.next_batch(),
-            pause_micros,
-        })
+        };
+        self.registry.record(entry.clone())?;
+        Ok(entry)
     }
 
     pub fn status(&self, pipeline: &Pipeline) -> Status {
