@@ -42,6 +42,8 @@ pub struct Config {
     pub collector: CollectorConfig,
     /// NDJSON files or directories to replay, in order.
     pub replay: Vec<PathBuf>,
+    /// A Kafka-protocol topic to consume (disabled while `brokers` is empty).
+    pub kafka: crate::sources::kafka::KafkaConfig,
 }
 
 /// When a micro-batch closes.
@@ -98,6 +100,7 @@ impl Default for Config {
             plugins: PluginsConfig::default(),
             collector: CollectorConfig::default(),
             replay: Vec::new(),
+            kafka: Default::default(),
         }
     }
 }
@@ -189,6 +192,14 @@ impl Config {
             "plugins.batch_timeout_ms" => self.plugins.batch_timeout_ms = parse(&field, value)?,
             "collector.listen" => self.collector.listen = value.into(),
             "collector.max_body_bytes" => self.collector.max_body_bytes = parse(&field, value)?,
+            "kafka.brokers" => self.kafka.brokers = value.into(),
+            "kafka.topic" => self.kafka.topic = value.into(),
+            "kafka.group" => self.kafka.group = value.into(),
+            "kafka.security_protocol" => self.kafka.security_protocol = value.into(),
+            "kafka.sasl_mechanism" => self.kafka.sasl_mechanism = value.into(),
+            "kafka.sasl_username" => self.kafka.sasl_username = value.into(),
+            "kafka.sasl_password_env" => self.kafka.sasl_password_env = value.into(),
+            "kafka.share_partitions" => self.kafka.share_partitions = parse(&field, value)?,
             _ => {}
         }
         Ok(())
@@ -248,6 +259,7 @@ impl Config {
                 ));
             }
         }
+        self.kafka.validate()?;
         Ok(())
     }
 

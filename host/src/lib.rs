@@ -6,6 +6,7 @@
 //! [`pipeline`] (the commit protocol), [`runtime`] (the plugin sandbox) and
 //! [`layers`] (host-owned state per layer). ARCHITECTURE.md maps the rest.
 
+pub mod cluster;
 pub mod config;
 pub mod lake;
 pub mod layers;

@@ -6,12 +6,14 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::lake::Lake;
 use crate::pipeline::runner::{self, Trigger};
+use crate::pipeline::shared::SharedLake;
 use crate::pipeline::{BatchReport, Pipeline, Plugins, Totals};
 use crate::runtime::Runtime;
-use crate::sources::{Envelope, file, http};
+use crate::sources::{Envelope, file, http, kafka};
 
 /// Envelopes buffered between sources and the pipeline; beyond this, sources
 /// wait (backpressure).
@@ -23,10 +25,31 @@ pub async fn open_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
     let plugins = Plugins::load(&runtime, config)?;
     let lake = Lake::local(&config.lake)
         .with_context(|| format!("opening lake {}", config.lake.display()))?;
-    let lateness = i64::try_from(config.lateness.allowed_secs)
+    Pipeline::open(&lake, plugins, lateness_micros(config)).await
+}
+
+/// Joins the instances sharing the lake and opens the pipeline under the
+/// writer lock (so concurrent starts do not create or recover tables twice).
+async fn open_shared(config: &Config) -> anyhow::Result<(Pipeline, kafka::Sharing)> {
+    let cluster = Cluster::join(&config.lake)
+        .with_context(|| format!("joining the instances on {}", config.lake.display()))?;
+    let writer = Cluster::writer(&config.lake).await?;
+    let mut pipeline = open_pipeline(config).await?;
+    drop(writer);
+    let lake = Lake::local(&config.lake)?;
+    pipeline.share(SharedLake {
+        lake: lake.clone(),
+        root: config.lake.clone(),
+        lateness_micros: lateness_micros(config),
+    });
+    tracing::info!(instance = cluster.id(), "sharing the lake with other instances");
+    Ok((pipeline, kafka::Sharing::new(cluster, lake)))
+}
+
+fn lateness_micros(config: &Config) -> i64 {
+    i64::try_from(config.lateness.allowed_secs)
         .unwrap_or(i64::MAX / 1_000_000)
-        .saturating_mul(1_000_000);
-    Pipeline::open(&lake, plugins, lateness).await
+        .saturating_mul(1_000_000)
 }
 
 /// Runs the service until the sources are exhausted (replay only) or `stop`
@@ -38,10 +61,17 @@ pub async fn run(
     on_ready: impl FnOnce(Option<SocketAddr>),
     on_batch: impl FnMut(&BatchReport),
 ) -> anyhow::Result<Totals> {
-    let mut pipeline = open_pipeline(config).await?;
+    let sharing = config.kafka.enabled() && config.kafka.share_partitions;
+    let (mut pipeline, sharing) = if sharing {
+        let (pipeline, sharing) = open_shared(config).await?;
+        (pipeline, Some(sharing))
+    } else {
+        (open_pipeline(config).await?, None)
+    };
     let (tx, rx) = mpsc::channel::<Envelope>(CHANNEL_ENVELOPES);
     let collector = start_collector(config, &tx, stop.clone()).await?;
     let replay = start_replay(config, &pipeline, &tx)?;
+    let kafka = start_kafka(config, &pipeline, &tx, stop.clone(), sharing);
     drop(tx);
     on_ready(collector.as_ref().map(|(addr, _)| *addr));
     let trigger = Trigger {
@@ -54,6 +84,11 @@ pub async fn run(
     }
     if let Some((_, server)) = collector {
         server.await.context("collector task")??;
+    }
+    if let Some(kafka) = kafka {
+        // Dropping the sharing state here, after the drain, releases the
+        // partition claims only once their records are committed.
+        kafka.await.context("kafka source task")??;
     }
     Ok(pipeline.totals().clone())
 }
@@ -105,6 +140,29 @@ fn start_replay(
         file::replay(&files, &positions, chunk, &tx)
     })))
 }
+
+fn start_kafka(
+    config: &Config,
+    pipeline: &Pipeline,
+    tx: &mpsc::Sender<Envelope>,
+    stop: watch::Receiver<bool>,
+    sharing: Option<kafka::Sharing>,
+) -> Option<KafkaTask> {
+    if !config.kafka.enabled() {
+        return None;
+    }
+    let chunk = config.batch.max_events.clamp(1, 10_000);
+    Some(tokio::spawn(kafka::run(
+        config.kafka.clone(),
+        pipeline.positions().clone(),
+        chunk,
+        tx.clone(),
+        stop,
+        sharing,
+    )))
+}
+
+type KafkaTask = tokio::task::JoinHandle<anyhow::Result<(u64, Option<kafka::Sharing>)>>;
 
 /// A stop signal that turns true on SIGINT or SIGTERM.
 pub fn stop_on_signals() -> watch::Receiver<bool> {

@@ -4,6 +4,8 @@
 mod demo;
 mod plugin;
 mod simulate;
+mod simulate_kafka;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +47,8 @@ enum Command {
     },
     /// Answer the business questions from the gold tables.
     Report,
+    /// Committed position and lag per source partition (Kafka: vs the broker).
+    Status,
     /// Work with transform plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -118,6 +122,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", sluice::query::report(&lake).await?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Status => {
+            let config = load_config(&cli, |_| {})?;
+            status::run(&config, &open_lake(&config)?).await
+        }
         Command::Plugin(command) => plugin::run(load_config(&cli, |_| {})?, command),
     }
 }
@@ -144,7 +152,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
         stop,
         |addr| match addr {
             Some(addr) => eprintln!("sluice: collecting on http://{addr}/v1/events"),
-            None => eprintln!("sluice: replaying files (collector disabled)"),
+            None => eprintln!("sluice: running with the collector disabled"),
         },
         |report| {
             tracing::info!(

@@ -9,4 +9,5 @@ mod fixtures;
 mod gold;
 mod hostile;
 mod interop;
+mod kafka;
 mod synapse;

@@ -1,0 +1,418 @@
+//! Through a real Kafka-protocol broker (tansu, started by `.ci/run`):
+//! simulator → topic with 4 partitions → `sluice run` → gold equals the
+//! independent computation; a broker restarted mid-stream loses and
+//! duplicates nothing.
+
+use std::io::BufRead;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::common::{self, Expected, GOLD_QUERIES};
+
+/// Allowed lateness for these tests: far beyond the simulated span, so the
+/// result does not depend on how partitions interleave on arrival.
+const LATENESS_SECS: i64 = 10 * 365 * 86_400;
+
+/// The shared broker's address from `SLUICE_TEST_KAFKA`; `None` (with the
+/// reason printed) on a developer machine without one, a panic in CI.
+pub fn shared_broker() -> Option<String> {
+    match std::env::var("SLUICE_TEST_KAFKA") {
+        Ok(addr) if !addr.is_empty() => Some(addr),
+        _ => {
+            skip_or_fail("SLUICE_TEST_KAFKA is not set (`.ci/run` starts tansu and sets it)");
+            None
+        }
+    }
+}
+
+fn skip_or_fail(reason: &str) {
+    if std::env::var("SLUICE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("a required service is missing: {reason}");
+    }
+    eprintln!("skipping: {reason}");
+}
+
+/// The tansu binary `.ci/run` installs.
+fn tansu_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("SLUICE_TEST_TANSU")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/sluice-ci/tansu-0.6.0/bin/tansu"))
+        })?;
+    if path.is_file() {
+        Some(path)
+    } else {
+        skip_or_fail(&format!("no tansu binary at {}", path.display()));
+        None
+    }
+}
+
+/// A tansu broker of the test's own, on its own port and sqlite file.
+pub struct Broker {
+    binary: PathBuf,
+    dir: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Broker {
+    pub fn start(dir: &Path) -> Option<Broker> {
+        let binary = tansu_binary()?;
+        let port = free_port();
+        let mut broker = Broker {
+            binary,
+            dir: dir.to_path_buf(),
+            port,
+            child: None,
+        };
+        std::fs::create_dir_all(dir).unwrap();
+        broker.restart();
+        Some(broker)
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker process (again) over the same storage.
+    pub fn restart(&mut self) {
+        let url = format!("tcp://{}", self.addr());
+        let child = Command::new(&self.binary)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_for_port(self.port);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A fresh topic name, so tests sharing a broker never see each other.
+pub fn unique_topic(name: &str) -> String {
+    format!("sluice-{name}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The simulator settings both the CLI run and the expectation use.
+pub struct Sim {
+    pub seed: u64,
+    pub events: u64,
+    pub faults: f64,
+}
+
+impl Sim {
+    fn config(&self) -> sluice_simulator::SimConfig {
+        sluice_simulator::SimConfig {
+            seed: self.seed,
+            events: self.events,
+            accounts: 40,
+            users_per_account: 5,
+            days: 2,
+            duplicate_fraction: self.faults,
+            late_fraction: self.faults,
+            malformed_fraction: self.faults / 2.0,
+            ..Default::default()
+        }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        sluice_simulator::Simulator::new(self.config())
+            .unwrap()
+            .map(|e| e.line)
+            .collect()
+    }
+
+    /// `sluice simulate --to kafka://…`, creating the topic with 4 partitions.
+    pub fn produce(&self, broker: &str, topic: &str) {
+        let c = self.config();
+        let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("simulate")
+            .args(["--to", &format!("kafka://{broker}/{topic}")])
+            .args(["--partitions", "4"])
+            .args(["--seed", &c.seed.to_string()])
+            .args(["--events", &c.events.to_string()])
+            .args(["--accounts", &c.accounts.to_string()])
+            .args(["--users-per-account", &c.users_per_account.to_string()])
+            .args(["--days", &c.days.to_string()])
+            .args(["--duplicate-fraction", &c.duplicate_fraction.to_string()])
+            .args(["--late-fraction", &c.late_fraction.to_string()])
+            .args(["--malformed-fraction", &c.malformed_fraction.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "simulate failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// `sluice run` consuming `topic` into `lake`, collector off.
+pub fn sluice_run(lake: &Path, broker: &str, topic: &str, max_events: usize) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args(["run", "--listen", ""])
+        .arg("--lake")
+        .arg(lake)
+        .env("SLUICE_KAFKA__BROKERS", broker)
+        .env("SLUICE_KAFKA__TOPIC", topic)
+        .env("SLUICE_KAFKA__GROUP", format!("{topic}-group"))
+        .env("SLUICE_BATCH__MAX_EVENTS", max_events.to_string())
+        .env("SLUICE_BATCH__MAX_WAIT_MS", "200")
+        .env("SLUICE_LATENESS__ALLOWED_SECS", LATENESS_SECS.to_string())
+        .env("SLUICE_CACHE_DIR", lake.parent().unwrap().join("cache"))
+        .env("SLUICE_LOG", "sluice=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// A child's committed batches and partition claims, as they happen.
+pub struct Watch {
+    pub batches: mpsc::Receiver<()>,
+    pub claims: mpsc::Receiver<String>,
+}
+
+/// Forwards the child's stderr to the test's, signalling batches and claims.
+pub fn watch(child: &mut Child, tag: &'static str) -> Watch {
+    let stderr = child.stderr.take().unwrap();
+    let (batch_tx, batches) = mpsc::channel();
+    let (claim_tx, claims) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("batch committed") {
+                let _ = batch_tx.send(());
+                continue;
+            }
+            if line.contains("claimed partitions") {
+                let _ = claim_tx.send(line.clone());
+            }
+            eprintln!("[{tag}] {line}");
+        }
+    });
+    Watch { batches, claims }
+}
+
+/// Waits until bronze holds `n` records (or panics after `limit`).
+pub async fn wait_for_bronze(lake: &Path, n: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let have = if lake.join("bronze_events/_delta_log").is_dir() {
+            common::count(lake, "SELECT COUNT(*) FROM bronze_events").await as usize
+        } else {
+            0
+        };
+        if have >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bronze holds {have} of {n} records after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// SIGTERM, then the exit status must be success (it drained and committed).
+pub fn terminate(mut child: Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "sluice run exited with {status}");
+}
+
+/// Every record once in bronze, and silver and gold as computed independently.
+pub async fn assert_exactly_once(lake: &Path, lines: &[String]) {
+    let bronze = common::count(lake, "SELECT COUNT(*) FROM bronze_events").await;
+    let distinct = common::count(
+        lake,
+        "SELECT COUNT(*) FROM (SELECT DISTINCT source_partition, source_offset FROM bronze_events)",
+    )
+    .await;
+    assert_eq!(bronze as usize, lines.len(), "bronze holds every record");
+    assert_eq!(distinct, bronze, "no record is in bronze twice");
+    let expected = Expected::compute(lines, LATENESS_SECS * 1_000_000);
+    let silver = common::count(lake, "SELECT COUNT(*) FROM silver_events").await;
+    assert_eq!(silver as usize, expected.accepted.len());
+    for (table, sql) in GOLD_QUERIES {
+        let actual = common::rows(lake, sql).await;
+        common::assert_same_rows(table, &actual, &expected.table(table));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulator_to_a_four_partition_topic_to_gold() {
+    let Some(broker) = shared_broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique_topic("gold");
+    let sim = Sim {
+        seed: 5,
+        events: 20_000,
+        faults: 0.03,
+    };
+    sim.produce(&broker, &topic);
+    let lines = sim.lines();
+    let lake = dir.path().join("lake");
+    let mut child = sluice_run(&lake, &broker, &topic, 4_000).spawn().unwrap();
+    let _watch = watch(&mut child, "run");
+    wait_for_bronze(&lake, lines.len(), Duration::from_secs(180)).await;
+    terminate(child);
+    assert_exactly_once(&lake, &lines).await;
+    let partitions = common::count(
+        &lake,
+        "SELECT COUNT(DISTINCT source_partition) FROM bronze_events",
+    )
+    .await;
+    assert_eq!(partitions, 4, "events came from all four partitions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restarted_mid_stream_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut broker) = Broker::start(&dir.path().join("broker")) else {
+        return;
+    };
+    let topic = unique_topic("restart");
+    let (before, after) = (
+        Sim {
+            seed: 9,
+            events: 15_000,
+            faults: 0.02,
+        },
+        Sim {
+            seed: 10,
+            events: 15_000,
+            faults: 0.02,
+        },
+    );
+    before.produce(&broker.addr(), &topic);
+    let mut lines = before.lines();
+    let lake = dir.path().join("lake");
+    let mut child = sluice_run(&lake, &broker.addr(), &topic, 1_000)
+        .spawn()
+        .unwrap();
+    let watch = watch(&mut child, "run");
+    watch
+        .batches
+        .recv_timeout(Duration::from_secs(120))
+        .expect("a first batch");
+    // Away while the pipeline still works through what was fetched: the
+    // source retries with backoff and the broker's offset commits fail.
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    broker.restart();
+    after.produce(&broker.addr(), &topic);
+    lines.extend(after.lines());
+    wait_for_bronze(&lake, lines.len(), Duration::from_secs(180)).await;
+    terminate(child);
+    assert_exactly_once(&lake, &lines).await;
+}
+
+/// The `owned=N` of a claim log line.
+fn owned(line: &str) -> usize {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("owned="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no owned= in {line}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_partitions_and_survive_a_kill_9() {
+    let Some(broker) = shared_broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique_topic("shared");
+    let first = Sim {
+        seed: 21,
+        events: 12_000,
+        faults: 0.02,
+    };
+    first.produce(&broker, &topic);
+    let mut lines = first.lines();
+    let lake = dir.path().join("lake");
+    let start = |tag: &'static str| {
+        let mut child = sluice_run(&lake, &broker, &topic, 1_000)
+            .env("SLUICE_KAFKA__SHARE_PARTITIONS", "true")
+            .spawn()
+            .unwrap();
+        let watch = watch(&mut child, tag);
+        (child, watch)
+    };
+    let (mut a, a_watch) = start("a");
+    let (b, b_watch) = start("b");
+    let limit = Duration::from_secs(120);
+    let a_claim = a_watch.claims.recv_timeout(limit).expect("a claims");
+    let b_claim = b_watch.claims.recv_timeout(limit).expect("b claims");
+    assert_eq!(
+        (owned(&a_claim), owned(&b_claim)),
+        (2, 2),
+        "the instances share the four partitions"
+    );
+    a_watch.batches.recv_timeout(limit).expect("a commits");
+    b_watch.batches.recv_timeout(limit).expect("b commits");
+
+    a.kill().unwrap(); // SIGKILL, mid-stream
+    a.wait().unwrap();
+    let killed = Instant::now();
+    let takeover = loop {
+        let line = b_watch
+            .claims
+            .recv_timeout(Duration::from_secs(30))
+            .expect("b takes over a's partitions");
+        if owned(&line) == 4 {
+            break killed.elapsed();
+        }
+    };
+    eprintln!("b took over a's partitions {takeover:?} after the kill");
+    assert!(takeover < Duration::from_secs(10), "takeover took {takeover:?}");
+
+    let second = Sim {
+        seed: 22,
+        events: 6_000,
+        faults: 0.02,
+    };
+    second.produce(&broker, &topic);
+    lines.extend(second.lines());
+    wait_for_bronze(&lake, lines.len(), Duration::from_secs(240)).await;
+    terminate(b);
+    assert_exactly_once(&lake, &lines).await;
+}
