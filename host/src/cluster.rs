@@ -111,7 +111,13 @@ impl Cluster {
     pub fn try_claim(&self, name: &str) -> io::Result<Option<Claim>> {
         let safe: String = name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let file = open(&self.dir.join(format!("claims/{safe}.lock")))?;
         Ok(try_lock(&file)?.then_some(Claim { _file: file }))

@@ -42,7 +42,10 @@ async fn open_shared(config: &Config) -> anyhow::Result<(Pipeline, kafka::Sharin
         root: config.lake.clone(),
         lateness_micros: lateness_micros(config),
     });
-    tracing::info!(instance = cluster.id(), "sharing the lake with other instances");
+    tracing::info!(
+        instance = cluster.id(),
+        "sharing the lake with other instances"
+    );
     Ok((pipeline, kafka::Sharing::new(cluster, lake)))
 }
 

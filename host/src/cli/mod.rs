@@ -110,7 +110,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => {
             demo::run(load_config(&cli, |_| {})?, cli.lake.is_some(), args).await
         }
-        Command::Simulate(args) => simulate::run(args).await,
+        Command::Simulate(args) => simulate::run(args, &load_config(&cli, |_| {})?.kafka).await,
         Command::Query { sql } => {
             let lake = open_lake(&load_config(&cli, |_| {})?)?;
             let batches = sluice::query::sql(&lake, sql).await?;

@@ -67,10 +67,15 @@ impl SimulateArgs {
     }
 }
 
-pub async fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
+/// `kafka` is the config's `[kafka]` section: its security settings apply to
+/// a `kafka://` target.
+pub async fn run(
+    args: &SimulateArgs,
+    kafka: &sluice::sources::kafka::KafkaConfig,
+) -> anyhow::Result<ExitCode> {
     let simulator = Simulator::new(args.sim_config())?;
     if args.to.starts_with("kafka://") {
-        let target = super::simulate_kafka::parse_target(&args.to)?;
+        let target = super::simulate_kafka::parse_target(&args.to, kafka)?;
         let partitions = (args.partitions > 0).then_some(args.partitions);
         let sent =
             super::simulate_kafka::produce(&target, simulator, partitions, args.rate).await?;

@@ -12,8 +12,10 @@ use sluice_simulator::Simulator;
 /// Deliveries in flight before the producer waits for acknowledgements.
 const IN_FLIGHT: usize = 10_000;
 
-/// `kafka://host:port/topic` as a plaintext [`KafkaConfig`].
-pub fn parse_target(to: &str) -> anyhow::Result<KafkaConfig> {
+/// `kafka://host:port/topic` as a [`KafkaConfig`] with the security settings
+/// of `security` (the config's `[kafka]` section: plaintext unless set, e.g.
+/// SASL_SSL for the Event Hubs Kafka endpoint).
+pub fn parse_target(to: &str, security: &KafkaConfig) -> anyhow::Result<KafkaConfig> {
     let rest = to
         .strip_prefix("kafka://")
         .context("a Kafka target looks like kafka://host:port/topic")?;
@@ -24,7 +26,7 @@ pub fn parse_target(to: &str) -> anyhow::Result<KafkaConfig> {
     let config = KafkaConfig {
         brokers: brokers.to_string(),
         topic: topic.to_string(),
-        ..Default::default()
+        ..security.clone()
     };
     config.validate()?;
     Ok(config)
@@ -76,7 +78,7 @@ pub async fn produce(
         if pending.len() >= IN_FLIGHT {
             settle(&mut pending).await?;
         }
-        if rate > 0.0 && sent % 256 == 0 {
+        if rate > 0.0 && sent.is_multiple_of(256) {
             let due = Duration::from_secs_f64(sent as f64 / rate);
             tokio::time::sleep(due.saturating_sub(start.elapsed())).await;
         }
@@ -102,9 +104,13 @@ mod tests {
 
     #[test]
     fn targets_and_keys() {
-        let c = parse_target("kafka://127.0.0.1:9092/events").unwrap();
-        assert_eq!((c.brokers.as_str(), c.topic.as_str()), ("127.0.0.1:9092", "events"));
-        assert!(parse_target("kafka://127.0.0.1:9092").is_err());
+        let plain = KafkaConfig::default();
+        let c = parse_target("kafka://127.0.0.1:9092/events", &plain).unwrap();
+        assert_eq!(
+            (c.brokers.as_str(), c.topic.as_str()),
+            ("127.0.0.1:9092", "events")
+        );
+        assert!(parse_target("kafka://127.0.0.1:9092", &plain).is_err());
         assert_eq!(user_key(r#"{"user_id":"u7","x":1}"#).as_deref(), Some("u7"));
         assert_eq!(user_key("not json"), None);
     }

@@ -12,8 +12,14 @@ pub async fn run(config: &Config, lake: &sluice::lake::Lake) -> anyhow::Result<E
     if config.kafka.enabled() {
         let k = config.kafka.clone();
         let marks = tokio::task::spawn_blocking(move || kafka::watermarks(&k)).await??;
-        println!("kafka topic {} on {}", config.kafka.topic, config.kafka.brokers);
-        println!("{:>9}  {:>12}  {:>14}  {:>10}", "partition", "committed", "high watermark", "lag");
+        println!(
+            "kafka topic {} on {}",
+            config.kafka.topic, config.kafka.brokers
+        );
+        println!(
+            "{:>9}  {:>12}  {:>14}  {:>10}",
+            "partition", "committed", "high watermark", "lag"
+        );
         let mut total = 0;
         for (id, (low, high)) in &marks {
             let name = kafka::partition_name(&config.kafka.topic, *id);

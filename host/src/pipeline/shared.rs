@@ -49,8 +49,12 @@ pub(super) async fn take_writer(pipeline: &mut Pipeline) -> anyhow::Result<Optio
     let guard = Cluster::writer(&shared.root).await?;
     if last_batch(&shared.lake).await? != pipeline.next_batch - 1 {
         tracing::debug!("another instance committed: reloading state from the lake");
-        let mut fresh =
-            Pipeline::open(&shared.lake, pipeline.plugins.clone(), shared.lateness_micros).await?;
+        let mut fresh = Pipeline::open(
+            &shared.lake,
+            pipeline.plugins.clone(),
+            shared.lateness_micros,
+        )
+        .await?;
         fresh.totals = std::mem::take(&mut pipeline.totals);
         fresh.shared = Some(shared);
         *pipeline = fresh;

@@ -87,7 +87,9 @@ impl KafkaConfig {
     }
 
     fn uses_sasl(&self) -> bool {
-        self.security_protocol.to_ascii_uppercase().starts_with("SASL")
+        self.security_protocol
+            .to_ascii_uppercase()
+            .starts_with("SASL")
     }
 
     /// Refuses settings the consumer cannot work with, naming the field.
@@ -99,10 +101,7 @@ impl KafkaConfig {
             let broker = broker.trim();
             let port = broker.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
             if !matches!(port, Some(Ok(_))) {
-                return Err(invalid(
-                    "brokers",
-                    format!("`{broker}` is not host:port"),
-                ));
+                return Err(invalid("brokers", format!("`{broker}` is not host:port")));
             }
         }
         if self.topic.trim().is_empty() {
@@ -158,7 +157,10 @@ impl KafkaConfig {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.brokers)
-            .set("security.protocol", self.security_protocol.to_ascii_lowercase())
+            .set(
+                "security.protocol",
+                self.security_protocol.to_ascii_lowercase(),
+            )
             // Reconnect quickly after a broker outage, but not in a hot loop.
             .set("reconnect.backoff.ms", "100")
             .set("reconnect.backoff.max.ms", "2000");
@@ -248,7 +250,11 @@ async fn partitions(
                     if let Some(e) = topic.error() {
                         return Err(format!("{e:?}"));
                     }
-                    Ok(topic.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
+                    Ok(topic
+                        .partitions()
+                        .iter()
+                        .map(|p| p.id())
+                        .collect::<Vec<_>>())
                 })
         })
         .await
@@ -265,7 +271,11 @@ async fn partitions(
 }
 
 /// The assignment that resumes each partition after the lake's position.
-fn assignment(topic: &str, ids: &[i32], positions: &Positions) -> anyhow::Result<TopicPartitionList> {
+fn assignment(
+    topic: &str,
+    ids: &[i32],
+    positions: &Positions,
+) -> anyhow::Result<TopicPartitionList> {
     let mut list = TopicPartitionList::new();
     for &id in ids {
         let key = (SOURCE.to_string(), partition_name(topic, id));
@@ -337,8 +347,34 @@ impl Sharing {
     }
 }
 
-/// How often a sharing instance looks for free partitions.
+/// How often a sharing instance looks for free partitions (and how long a
+/// fetch waits for a first message).
 const REBALANCE_EVERY: Duration = Duration::from_secs(1);
+
+/// Claims partitions every [`REBALANCE_EVERY`] until `stop`, on its own task
+/// so that a source blocked by backpressure still takes over a dead
+/// instance's partitions at once. Returns the sharing state (with its claims).
+async fn rebalance_loop(
+    mut sharing: Sharing,
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    ids: Vec<i32>,
+    mut stop: watch::Receiver<bool>,
+) -> Sharing {
+    // The first look waits a moment so instances started together all
+    // count each other before claiming.
+    let mut pause = 2 * REBALANCE_EVERY;
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => return sharing,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = REBALANCE_EVERY;
+        if let Err(e) = sharing.rebalance(&consumer, &topic, &ids).await {
+            tracing::warn!("claiming partitions failed ({e:#}); retrying");
+        }
+    }
+}
 
 /// Consumes `config.topic` from the lake's `positions` until `stop`, sending
 /// envelopes of up to `chunk` records into `tx`. Without `sharing` it
@@ -350,46 +386,62 @@ pub async fn run(
     chunk: usize,
     tx: mpsc::Sender<Envelope>,
     mut stop: watch::Receiver<bool>,
-    mut sharing: Option<Sharing>,
+    sharing: Option<Sharing>,
 ) -> anyhow::Result<(u64, Option<Sharing>)> {
     let consumer = Arc::new(config.consumer()?);
     let topic = config.topic.clone();
     let Some(ids) = partitions(&consumer, &topic, &mut stop).await else {
         return Ok((0, sharing));
     };
-    if sharing.is_none() {
-        consumer.assign(&assignment(&topic, &ids, &positions)?)?;
-        tracing::info!(topic, partitions = ids.len(), "kafka source assigned");
-    }
+    let rebalancer = match sharing {
+        Some(sharing) => Some(tokio::spawn(rebalance_loop(
+            sharing,
+            consumer.clone(),
+            topic.clone(),
+            ids.clone(),
+            stop.clone(),
+        ))),
+        None => {
+            consumer.assign(&assignment(&topic, &ids, &positions)?)?;
+            tracing::info!(topic, partitions = ids.len(), "kafka source assigned");
+            None
+        }
+    };
+    let sent = consume(consumer, &topic, &ids, chunk, tx, stop).await;
+    let sharing = match rebalancer {
+        Some(task) => Some(task.await?),
+        None => None,
+    };
+    Ok((sent?, sharing))
+}
+
+/// The fetch loop: envelopes into `tx` until `stop` or the pipeline is gone.
+async fn consume(
+    consumer: Arc<StreamConsumer>,
+    topic: &str,
+    ids: &[i32],
+    chunk: usize,
+    tx: mpsc::Sender<Envelope>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<u64> {
     let source: Arc<str> = Arc::from(SOURCE);
     let names: BTreeMap<i32, Arc<str>> = ids
         .iter()
-        .map(|&id| (id, Arc::from(partition_name(&topic, id).as_str())))
+        .map(|&id| (id, Arc::from(partition_name(topic, id).as_str())))
         .collect();
     let mut sent = 0u64;
     let mut backoff = Backoff::new();
     let durable = Durable::default();
     tokio::spawn(report_lag(
         consumer.clone(),
-        topic.clone(),
+        topic.to_string(),
         durable.clone(),
         stop.clone(),
     ));
-    // The first look waits a moment so instances started together all
-    // count each other before claiming.
-    let mut next_rebalance = tokio::time::Instant::now() + 2 * REBALANCE_EVERY;
     loop {
-        if let Some(sharing) = sharing.as_mut()
-            && tokio::time::Instant::now() >= next_rebalance
-        {
-            sharing.rebalance(&consumer, &topic, &ids).await?;
-            next_rebalance = tokio::time::Instant::now() + REBALANCE_EVERY;
-        }
-        // Only a stop may cancel a fetch: records taken from the consumer
-        // are never dropped while the source goes on.
         let records = tokio::select! {
             biased;
-            _ = stopped(&mut stop) => return Ok((sent, sharing)),
+            _ = stopped(&mut stop) => return Ok(sent),
             r = fetch(&consumer, &source, &names, chunk, REBALANCE_EVERY) => r,
         };
         let records = match records {
@@ -401,12 +453,12 @@ pub async fn run(
             Err(e) => {
                 tracing::warn!("kafka fetch failed ({e}); retrying");
                 if !backoff.sleep(&mut stop).await {
-                    return Ok((sent, sharing));
+                    return Ok(sent);
                 }
                 continue;
             }
         };
-        let commit = offsets_to_commit(&topic, &records)?;
+        let commit = offsets_to_commit(topic, &records)?;
         let (ack, acked) = oneshot::channel();
         sent += records.len() as u64;
         let envelope = Envelope {
@@ -414,7 +466,7 @@ pub async fn run(
             ack: Some(ack),
         };
         if tx.send(envelope).await.is_err() {
-            return Ok((sent, sharing));
+            return Ok(sent);
         }
         tokio::spawn(commit_when_durable(
             consumer.clone(),
@@ -423,6 +475,32 @@ pub async fn run(
             durable.clone(),
         ));
     }
+}
+
+/// The first message within `wait` (none: an empty batch), then whatever
+/// else arrives within [`LINGER`], up to `chunk`.
+async fn fetch(
+    consumer: &StreamConsumer,
+    source: &Arc<str>,
+    names: &BTreeMap<i32, Arc<str>>,
+    chunk: usize,
+    wait: Duration,
+) -> Result<Vec<RawRecord>, rdkafka::error::KafkaError> {
+    let mut records = Vec::new();
+    let first = match tokio::time::timeout(wait, consumer.recv()).await {
+        Err(_) => return Ok(records),
+        Ok(first) => first?,
+    };
+    records.push(record(&first, source, names));
+    drop(first);
+    while records.len() < chunk {
+        match tokio::time::timeout(LINGER, consumer.recv()).await {
+            Ok(Ok(m)) => records.push(record(&m, source, names)),
+            // An error after some records: send those; the next fetch sees it.
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    Ok(records)
 }
 
 /// Next offset per partition that this instance has made durable in bronze.
@@ -469,32 +547,6 @@ async fn report_lag(
         }
         tracing::info!(target: "sluice::metrics", topic, total, "kafka lag total");
     }
-}
-
-/// The first message within `wait` (none: an empty batch), then whatever
-/// else arrives within [`LINGER`], up to `chunk`.
-async fn fetch(
-    consumer: &StreamConsumer,
-    source: &Arc<str>,
-    names: &BTreeMap<i32, Arc<str>>,
-    chunk: usize,
-    wait: Duration,
-) -> Result<Vec<RawRecord>, rdkafka::error::KafkaError> {
-    let mut records = Vec::new();
-    let first = match tokio::time::timeout(wait, consumer.recv()).await {
-        Err(_) => return Ok(records),
-        Ok(first) => first?,
-    };
-    records.push(record(&first, source, names));
-    drop(first);
-    while records.len() < chunk {
-        match tokio::time::timeout(LINGER, consumer.recv()).await {
-            Ok(Ok(m)) => records.push(record(&m, source, names)),
-            // An error after some records: send those; the next fetch sees it.
-            Ok(Err(_)) | Err(_) => break,
-        }
-    }
-    Ok(records)
 }
 
 fn record(
@@ -602,11 +654,16 @@ mod tests {
 
     #[test]
     fn bad_settings_name_the_field() {
-        let cases: [(&str, fn(&mut KafkaConfig)); 5] = [
+        type Change = fn(&mut KafkaConfig);
+        let cases: [(&str, Change); 5] = [
             ("kafka.brokers", |c| c.brokers = "nohost".into()),
             ("kafka.topic", |c| c.topic = " ".into()),
-            ("kafka.security_protocol", |c| c.security_protocol = "TLS".into()),
-            ("kafka.sasl_username", |c| c.security_protocol = "SASL_SSL".into()),
+            ("kafka.security_protocol", |c| {
+                c.security_protocol = "TLS".into()
+            }),
+            ("kafka.sasl_username", |c| {
+                c.security_protocol = "SASL_SSL".into()
+            }),
             ("kafka.sasl_password_env", |c| {
                 c.security_protocol = "SASL_SSL".into();
                 c.sasl_username = "$ConnectionString".into();
@@ -620,7 +677,10 @@ mod tests {
             assert!(err.contains(field), "{field}: {err}");
         }
         assert!(enabled().validate().is_ok());
-        assert!(KafkaConfig::default().validate().is_ok(), "disabled is valid");
+        assert!(
+            KafkaConfig::default().validate().is_ok(),
+            "disabled is valid"
+        );
     }
 
     #[test]

@@ -82,7 +82,13 @@ impl Broker {
     pub fn restart(&mut self) {
         let url = format!("tcp://{}", self.addr());
         let child = Command::new(&self.binary)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .current_dir(&self.dir)
             .stdout(Stdio::null())
@@ -157,13 +163,14 @@ impl Sim {
             .collect()
     }
 
-    /// `sluice simulate --to kafka://…`, creating the topic with 4 partitions.
-    pub fn produce(&self, broker: &str, topic: &str) {
+    /// `sluice simulate --to kafka://…` for these settings; `partitions` > 0
+    /// creates the topic with that many partitions if it is missing.
+    pub fn command(&self, broker: &str, topic: &str, partitions: u32) -> Command {
         let c = self.config();
-        let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("simulate")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.arg("simulate")
             .args(["--to", &format!("kafka://{broker}/{topic}")])
-            .args(["--partitions", "4"])
+            .args(["--partitions", &partitions.to_string()])
             .args(["--seed", &c.seed.to_string()])
             .args(["--events", &c.events.to_string()])
             .args(["--accounts", &c.accounts.to_string()])
@@ -171,9 +178,13 @@ impl Sim {
             .args(["--days", &c.days.to_string()])
             .args(["--duplicate-fraction", &c.duplicate_fraction.to_string()])
             .args(["--late-fraction", &c.late_fraction.to_string()])
-            .args(["--malformed-fraction", &c.malformed_fraction.to_string()])
-            .output()
-            .unwrap();
+            .args(["--malformed-fraction", &c.malformed_fraction.to_string()]);
+        cmd
+    }
+
+    /// Produces the events into `topic`, creating it with 4 partitions.
+    pub fn produce(&self, broker: &str, topic: &str) {
+        let output = self.command(broker, topic, 4).output().unwrap();
         assert!(
             output.status.success(),
             "simulate failed: {}",
@@ -196,6 +207,7 @@ pub fn sluice_run(lake: &Path, broker: &str, topic: &str, max_events: usize) -> 
         .env("SLUICE_LATENESS__ALLOWED_SECS", LATENESS_SECS.to_string())
         .env("SLUICE_CACHE_DIR", lake.parent().unwrap().join("cache"))
         .env("SLUICE_LOG", "sluice=info")
+        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     cmd
@@ -282,7 +294,9 @@ pub async fn assert_exactly_once(lake: &Path, lines: &[String]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulator_to_a_four_partition_topic_to_gold() {
-    let Some(broker) = shared_broker() else { return };
+    let Some(broker) = shared_broker() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let topic = unique_topic("gold");
     let sim = Sim {
@@ -350,7 +364,8 @@ async fn a_broker_restarted_mid_stream_loses_and_duplicates_nothing() {
 
 /// The `owned=N` of a claim log line.
 fn owned(line: &str) -> usize {
-    line.split_whitespace()
+    plain(line)
+        .split_whitespace()
         .find_map(|w| w.strip_prefix("owned="))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no owned= in {line}"))
@@ -358,7 +373,9 @@ fn owned(line: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_the_partitions_and_survive_a_kill_9() {
-    let Some(broker) = shared_broker() else { return };
+    let Some(broker) = shared_broker() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let topic = unique_topic("shared");
     let first = Sim {
@@ -403,7 +420,10 @@ async fn two_instances_share_the_partitions_and_survive_a_kill_9() {
         }
     };
     eprintln!("b took over a's partitions {takeover:?} after the kill");
-    assert!(takeover < Duration::from_secs(10), "takeover took {takeover:?}");
+    assert!(
+        takeover < Duration::from_secs(10),
+        "takeover took {takeover:?}"
+    );
 
     let second = Sim {
         seed: 22,
@@ -415,4 +435,111 @@ async fn two_instances_share_the_partitions_and_survive_a_kill_9() {
     wait_for_bronze(&lake, lines.len(), Duration::from_secs(240)).await;
     terminate(b);
     assert_exactly_once(&lake, &lines).await;
+}
+
+/// Benchmark, not a check: a backlog of `SLUICE_BENCH_EVENTS` (default
+/// 300,000) simulated events in a 4-partition topic drained by `sluice run`
+/// through every layer into Delta. Prints events/s and the consumer lag
+/// over time. Run with
+/// `cargo test -p sluice --test integration kafka_benchmark -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run explicitly"]
+async fn kafka_benchmark() {
+    let Some(broker) = shared_broker() else {
+        return;
+    };
+    let events: u64 = std::env::var("SLUICE_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
+    let batch: usize = std::env::var("SLUICE_BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique_topic("bench");
+    let sim = Sim {
+        seed: 77,
+        events,
+        faults: 0.01,
+    };
+    let produced = Instant::now();
+    sim.produce(&broker, &topic);
+    println!(
+        "produced {events} events to 4 partitions in {:.1} s",
+        produced.elapsed().as_secs_f64()
+    );
+    let lake = dir.path().join("lake");
+    let mut child = sluice_run(&lake, &broker, &topic, batch)
+        .env("SLUICE_LOG", "sluice=info,sluice::metrics=info")
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<(f64, String)>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send((started.elapsed().as_secs_f64(), line));
+        }
+    });
+    let mut committed = 0u64;
+    let mut first_batch = None;
+    let mut lag = Vec::new();
+    while committed < events {
+        let (t, line) = rx
+            .recv_timeout(Duration::from_secs(300))
+            .expect("the run goes on");
+        if line.contains("batch committed") {
+            first_batch.get_or_insert(t);
+            committed += field(&line, "events");
+        } else if line.contains("kafka lag total") {
+            lag.push((t, field(&line, "total")));
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    terminate(child);
+    let since_first = wall - first_batch.unwrap_or(0.0);
+    println!(
+        "drained {committed} events in {wall:.1} s from start ({:.0} events/s), \
+         {since_first:.1} s from the first batch",
+        committed as f64 / wall
+    );
+    println!("| t (s) | consumer lag (events) |");
+    for (t, l) in lag {
+        println!("| {t:.0} | {l} |");
+    }
+    let bronze = common::count(&lake, "SELECT COUNT(*) FROM bronze_events").await;
+    assert_eq!(bronze as u64, events);
+}
+
+/// The numeric `name=` field of a log line.
+fn field(line: &str, name: &str) -> u64 {
+    let prefix = format!("{name}=");
+    plain(line)
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&prefix))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `line` without ANSI colour sequences.
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip to the end of the sequence (a letter).
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -5,6 +5,7 @@ mod cli;
 mod collector;
 mod common;
 mod crash;
+mod eventhubs;
 mod fixtures;
 mod gold;
 mod hostile;
