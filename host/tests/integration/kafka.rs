@@ -297,6 +297,11 @@ async fn simulator_to_a_four_partition_topic_to_gold() {
     let Some(broker) = shared_broker() else {
         return;
     };
+    through_the_broker_to_gold(&broker).await;
+}
+
+pub async fn through_the_broker_to_gold(broker: &str) {
+    let broker = broker.to_string();
     let dir = tempfile::tempdir().unwrap();
     let topic = unique_topic("gold");
     let sim = Sim {
@@ -376,6 +381,11 @@ async fn two_instances_share_the_partitions_and_survive_a_kill_9() {
     let Some(broker) = shared_broker() else {
         return;
     };
+    shared_with_a_kill_9(&broker).await;
+}
+
+pub async fn shared_with_a_kill_9(broker: &str) {
+    let broker = broker.to_string();
     let dir = tempfile::tempdir().unwrap();
     let topic = unique_topic("shared");
     let first = Sim {
