@@ -200,6 +200,7 @@ impl Config {
             "kafka.sasl_username" => self.kafka.sasl_username = value.into(),
             "kafka.sasl_password_env" => self.kafka.sasl_password_env = value.into(),
             "kafka.share_partitions" => self.kafka.share_partitions = parse(&field, value)?,
+            "kafka.lag_report_ms" => self.kafka.lag_report_ms = parse(&field, value)?,
             _ => {}
         }
         Ok(())

@@ -56,6 +56,8 @@ pub struct KafkaConfig {
     /// Share the partitions with other `sluice run` instances on the same
     /// lake (claims and a writer lock under `<lake>/_sluice/`).
     pub share_partitions: bool,
+    /// How often the running source logs its per-partition lag.
+    pub lag_report_ms: u64,
 }
 
 impl Default for KafkaConfig {
@@ -70,6 +72,7 @@ impl Default for KafkaConfig {
             sasl_password_env: String::new(),
             fetch_wait_max_ms: 50,
             share_partitions: false,
+            lag_report_ms: 5_000,
         }
     }
 }
@@ -116,6 +119,9 @@ impl KafkaConfig {
                 "security_protocol",
                 format!("must be one of {}", protocols.join(", ")),
             ));
+        }
+        if self.lag_report_ms < 100 {
+            return Err(invalid("lag_report_ms", "must be at least 100"));
         }
         if !(1..=10_000).contains(&self.fetch_wait_max_ms) {
             return Err(invalid("fetch_wait_max_ms", "must be between 1 and 10000"));
@@ -223,7 +229,7 @@ pub fn watermarks(config: &KafkaConfig) -> anyhow::Result<BTreeMap<i32, (i64, i6
 /// Events in a partition after the committed offset `committed` (none yet:
 /// all of them), given the partition's low and high watermarks.
 pub fn lag(committed: Option<i64>, low: i64, high: i64) -> i64 {
-    (high - committed.map_or(low, |c| c + 1)).max(0)
+    (high - committed.map_or(low, |c| (c + 1).max(low))).max(0)
 }
 
 /// The partition name stored in bronze for a topic partition.
@@ -407,7 +413,19 @@ pub async fn run(
             None
         }
     };
-    let sent = consume(consumer, &topic, &ids, chunk, tx, stop).await;
+    let lag = Lag {
+        every: Duration::from_millis(config.lag_report_ms),
+        durable: Durable::default(),
+    };
+    if rebalancer.is_none() {
+        // Report every partition from the start, not only after its first commit.
+        let mut durable = lag.durable.lock().expect("lag map");
+        for &id in &ids {
+            let done = positions.get(&(SOURCE.to_string(), partition_name(&topic, id)));
+            durable.insert(id, done.map_or(0, |d| d + 1));
+        }
+    }
+    let sent = consume(consumer, &topic, &ids, lag, chunk, tx, stop).await;
     let sharing = match rebalancer {
         Some(task) => Some(task.await?),
         None => None,
@@ -420,6 +438,7 @@ async fn consume(
     consumer: Arc<StreamConsumer>,
     topic: &str,
     ids: &[i32],
+    lag: Lag,
     chunk: usize,
     tx: mpsc::Sender<Envelope>,
     mut stop: watch::Receiver<bool>,
@@ -431,11 +450,12 @@ async fn consume(
         .collect();
     let mut sent = 0u64;
     let mut backoff = Backoff::new();
-    let durable = Durable::default();
+    let durable = lag.durable.clone();
     tokio::spawn(report_lag(
         consumer.clone(),
         topic.to_string(),
-        durable.clone(),
+        lag.durable,
+        lag.every,
         stop.clone(),
     ));
     loop {
@@ -506,8 +526,11 @@ async fn fetch(
 /// Next offset per partition that this instance has made durable in bronze.
 type Durable = Arc<std::sync::Mutex<BTreeMap<i32, i64>>>;
 
-/// How often the lag metric is logged.
-const LAG_EVERY: Duration = Duration::from_secs(5);
+/// The lag metric's settings and state.
+struct Lag {
+    every: Duration,
+    durable: Durable,
+}
 
 /// Logs the lag of every partition this instance committed from, as the
 /// `kafka lag` metric line (target `sluice::metrics`): events in the broker
@@ -516,12 +539,13 @@ async fn report_lag(
     consumer: Arc<StreamConsumer>,
     topic: String,
     durable: Durable,
+    every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => return,
-            _ = tokio::time::sleep(LAG_EVERY) => {}
+            _ = tokio::time::sleep(every) => {}
         }
         let next: Vec<(i32, i64)> = durable
             .lock()

@@ -473,15 +473,39 @@ async fn kafka_benchmark() {
         events,
         faults: 0.01,
     };
-    let produced = Instant::now();
-    sim.produce(&broker, &topic);
-    println!(
-        "produced {events} events to 4 partitions in {:.1} s",
-        produced.elapsed().as_secs_f64()
-    );
+    // With SLUICE_BENCH_RATE (events/s) the events are produced while the
+    // pipeline runs; without, they are a backlog produced first.
+    let rate: Option<f64> = std::env::var("SLUICE_BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let producer = match rate {
+        None => {
+            let produced = Instant::now();
+            sim.produce(&broker, &topic);
+            println!(
+                "produced {events} events to 4 partitions in {:.1} s",
+                produced.elapsed().as_secs_f64()
+            );
+            None
+        }
+        Some(rate) => {
+            // The simulator creates the topic before it produces; give it a
+            // moment so the run finds all four partitions.
+            let child = sim
+                .command(&broker, &topic, 4)
+                .args(["--rate", &rate.to_string()])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_secs(1));
+            println!("producing {events} events at {rate} events/s");
+            Some(child)
+        }
+    };
     let lake = dir.path().join("lake");
     let mut child = sluice_run(&lake, &broker, &topic, batch)
         .env("SLUICE_LOG", "sluice=info,sluice::metrics=info")
+        .env("SLUICE_KAFKA__LAG_REPORT_MS", "1000")
         .spawn()
         .unwrap();
     let started = Instant::now();
@@ -511,6 +535,9 @@ async fn kafka_benchmark() {
     }
     let wall = started.elapsed().as_secs_f64();
     terminate(child);
+    if let Some(mut p) = producer {
+        p.wait().unwrap();
+    }
     let since_first = wall - first_batch.unwrap_or(0.0);
     println!(
         "drained {committed} events in {wall:.1} s from start ({:.0} events/s), \
