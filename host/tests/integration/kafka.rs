@@ -323,6 +323,27 @@ pub async fn through_the_broker_to_gold(broker: &str) {
     )
     .await;
     assert_eq!(partitions, 4, "events came from all four partitions");
+
+    // `sluice status`: every partition committed up to its high watermark.
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("status")
+        .arg("--lake")
+        .arg(&lake)
+        .env("SLUICE_KAFKA__BROKERS", &broker)
+        .env("SLUICE_KAFKA__TOPIC", &topic)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("total lag: 0 events"), "{report}");
+    let rows = report
+        .lines()
+        .filter(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells.len() == 4 && cells.iter().all(|c| c.parse::<i64>().is_ok())
+        })
+        .count();
+    assert_eq!(rows, 4, "one line per partition: {report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
