@@ -98,6 +98,9 @@ impl KafkaConfig {
     /// Refuses settings the consumer cannot work with, naming the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !self.enabled() {
+            if self.share_partitions {
+                return Err(invalid("share_partitions", "needs kafka.brokers"));
+            }
             return Ok(());
         }
         for broker in self.brokers.split(',') {
@@ -705,6 +708,12 @@ mod tests {
             KafkaConfig::default().validate().is_ok(),
             "disabled is valid"
         );
+        let sharing_nothing = KafkaConfig {
+            share_partitions: true,
+            ..Default::default()
+        };
+        let err = sharing_nothing.validate().unwrap_err().to_string();
+        assert!(err.contains("kafka.share_partitions"), "{err}");
     }
 
     #[test]
