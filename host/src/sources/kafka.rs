@@ -326,9 +326,9 @@ impl Sharing {
     ) -> anyhow::Result<()> {
         let members = self.cluster.live_members()?;
         let share = crate::cluster::fair_share(ids.len(), members);
-        let mut claimed = Vec::new();
+        let mut new_claims = BTreeMap::new();
         for &id in ids {
-            if self.claims.len() >= share {
+            if self.claims.len() + new_claims.len() >= share {
                 break;
             }
             if self.claims.contains_key(&id) {
@@ -336,15 +336,18 @@ impl Sharing {
             }
             let name = format!("kafka-{}", partition_name(topic, id));
             if let Some(claim) = self.cluster.try_claim(&name)? {
-                self.claims.insert(id, claim);
-                claimed.push(id);
+                new_claims.insert(id, claim);
             }
         }
-        if claimed.is_empty() {
+        if new_claims.is_empty() {
             return Ok(());
         }
+        // On an error the new claims are dropped (released), so the next
+        // look tries again instead of holding partitions nobody reads.
+        let claimed: Vec<i32> = new_claims.keys().copied().collect();
         let positions = crate::pipeline::shared::lake_positions(&self.lake).await?;
         consumer.incremental_assign(&assignment(topic, &claimed, &positions)?)?;
+        self.claims.extend(new_claims);
         tracing::info!(
             topic,
             ?claimed,
