@@ -46,6 +46,8 @@ pub struct Config {
     pub registry_dir: Option<PathBuf>,
     /// NDJSON files or directories to replay, in order.
     pub replay: Vec<PathBuf>,
+    /// A Kafka-protocol topic to consume (disabled while `brokers` is empty).
+    pub kafka: crate::sources::kafka::KafkaConfig,
 }
 
 /// When a micro-batch closes.
@@ -137,6 +139,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             registry_dir: None,
             replay: Vec::new(),
+            kafka: Default::default(),
         }
     }
 }
@@ -238,6 +241,15 @@ impl Config {
             "admin.listen" => self.admin.listen = value.into(),
             "collector.listen" => self.collector.listen = value.into(),
             "collector.max_body_bytes" => self.collector.max_body_bytes = parse(&field, value)?,
+            "kafka.brokers" => self.kafka.brokers = value.into(),
+            "kafka.topic" => self.kafka.topic = value.into(),
+            "kafka.group" => self.kafka.group = value.into(),
+            "kafka.security_protocol" => self.kafka.security_protocol = value.into(),
+            "kafka.sasl_mechanism" => self.kafka.sasl_mechanism = value.into(),
+            "kafka.sasl_username" => self.kafka.sasl_username = value.into(),
+            "kafka.sasl_password_env" => self.kafka.sasl_password_env = value.into(),
+            "kafka.share_partitions" => self.kafka.share_partitions = parse(&field, value)?,
+            "kafka.lag_report_ms" => self.kafka.lag_report_ms = parse(&field, value)?,
             _ => {}
         }
         Ok(())
@@ -331,6 +343,7 @@ impl Config {
                 ));
             }
         }
+        self.kafka.validate()?;
         Ok(())
     }
 

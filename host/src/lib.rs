@@ -7,6 +7,7 @@
 //! [`layers`] (host-owned state per layer). ARCHITECTURE.md maps the rest.
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod lake;
 pub mod layers;

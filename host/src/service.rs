@@ -1,5 +1,5 @@
 //! Wires a running service together: plugins, lake, pipeline, the sources
-//! feeding it (collector and file replay), the admin API and the watched
+//! feeding it (collector, file replay, Kafka), the admin API and the watched
 //! plugin directory, with graceful stop.
 
 use std::net::SocketAddr;
@@ -9,13 +9,15 @@ use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
 
 use crate::admin;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::lake::Lake;
 use crate::lifecycle::{Control, Lifecycle, Validator};
 use crate::pipeline::runner::{self, Controller, Trigger};
+use crate::pipeline::shared::SharedLake;
 use crate::pipeline::{BatchReport, Pipeline, Plugins, Totals};
 use crate::runtime::Runtime;
-use crate::sources::{Envelope, file, http};
+use crate::sources::{Envelope, file, http, kafka};
 
 /// Envelopes buffered between sources and the pipeline; beyond this, sources
 /// wait (backpressure).
@@ -33,22 +35,59 @@ pub async fn open_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
 pub async fn open_with_lifecycle(
     config: &Config,
 ) -> anyhow::Result<(Pipeline, Lifecycle, Validator)> {
+    let (mut lifecycle, validator) = open_lifecycle(config)?;
+    let pipeline = open_managed(config, &mut lifecycle).await?;
+    Ok((pipeline, lifecycle, validator))
+}
+
+fn open_lifecycle(config: &Config) -> anyhow::Result<(Lifecycle, Validator)> {
     let runtime = Arc::new(Runtime::new(Some(config.cache_dir()))?);
     let validator = Validator::new(runtime, config);
-    let mut lifecycle = Lifecycle::open(validator.clone(), config)?;
+    Ok((Lifecycle::open(validator.clone(), config)?, validator))
+}
+
+/// The pipeline with `lifecycle`'s active plugins, a pending replay finished.
+async fn open_managed(config: &Config, lifecycle: &mut Lifecycle) -> anyhow::Result<Pipeline> {
     let mut pipeline = open_pipeline_with(config, lifecycle.load_plugins()?).await?;
     lifecycle.finish_pending_replay(&mut pipeline).await?;
-    Ok((pipeline, lifecycle, validator))
+    Ok(pipeline)
 }
 
 /// Opens the lake and pipeline for `config` with the given plugins.
 pub async fn open_pipeline_with(config: &Config, plugins: Plugins) -> anyhow::Result<Pipeline> {
     let lake = Lake::local(&config.lake)
         .with_context(|| format!("opening lake {}", config.lake.display()))?;
-    let lateness = i64::try_from(config.lateness.allowed_secs)
+    Pipeline::open(&lake, plugins, lateness_micros(config)).await
+}
+
+/// Joins the instances sharing the lake and opens the pipeline under the
+/// writer lock (so concurrent starts do not create or recover tables twice).
+async fn open_shared(
+    config: &Config,
+    lifecycle: &mut Lifecycle,
+) -> anyhow::Result<(Pipeline, kafka::Sharing)> {
+    let cluster = Cluster::join(&config.lake)
+        .with_context(|| format!("joining the instances on {}", config.lake.display()))?;
+    let writer = Cluster::writer(&config.lake).await?;
+    let mut pipeline = open_managed(config, lifecycle).await?;
+    drop(writer);
+    let lake = Lake::local(&config.lake)?;
+    pipeline.share(SharedLake {
+        lake: lake.clone(),
+        root: config.lake.clone(),
+        lateness_micros: lateness_micros(config),
+    });
+    tracing::info!(
+        instance = cluster.id(),
+        "sharing the lake with other instances"
+    );
+    Ok((pipeline, kafka::Sharing::new(cluster, lake)))
+}
+
+fn lateness_micros(config: &Config) -> i64 {
+    i64::try_from(config.lateness.allowed_secs)
         .unwrap_or(i64::MAX / 1_000_000)
-        .saturating_mul(1_000_000);
-    Pipeline::open(&lake, plugins, lateness).await
+        .saturating_mul(1_000_000)
 }
 
 /// Where a started service listens.
@@ -68,7 +107,14 @@ pub async fn run(
     on_ready: impl FnOnce(Ready),
     on_batch: impl FnMut(&BatchReport),
 ) -> anyhow::Result<Totals> {
-    let (mut pipeline, lifecycle, validator) = open_with_lifecycle(config).await?;
+    let (mut lifecycle, validator) = open_lifecycle(config)?;
+    let sharing = config.kafka.enabled() && config.kafka.share_partitions;
+    let (mut pipeline, sharing) = if sharing {
+        let (pipeline, sharing) = open_shared(config, &mut lifecycle).await?;
+        (pipeline, Some(sharing))
+    } else {
+        (open_managed(config, &mut lifecycle).await?, None)
+    };
     let (control_tx, control_rx) = mpsc::channel::<Control>(CHANNEL_ENVELOPES);
     let admin = start_admin(config, &control_tx, &validator, stop.clone()).await?;
     if let Some(dir) = &config.plugins.watch_dir {
@@ -82,6 +128,7 @@ pub async fn run(
     let (tx, rx) = mpsc::channel::<Envelope>(CHANNEL_ENVELOPES);
     let collector = start_collector(config, &tx, stop.clone()).await?;
     let replay = start_replay(config, &pipeline, &tx)?;
+    let kafka = start_kafka(config, &pipeline, &tx, stop.clone(), sharing);
     drop(tx);
     on_ready(Ready {
         collector: collector.as_ref().map(|(addr, _)| *addr),
@@ -101,6 +148,11 @@ pub async fn run(
     }
     if let Some((_, server)) = collector {
         server.await.context("collector task")??;
+    }
+    if let Some(kafka) = kafka {
+        // Dropping the sharing state here, after the drain, releases the
+        // partition claims only once their records are committed.
+        kafka.await.context("kafka source task")??;
     }
     Ok(pipeline.totals().clone())
 }
@@ -184,6 +236,29 @@ fn start_replay(
         file::replay(&files, &positions, chunk, &tx)
     })))
 }
+
+fn start_kafka(
+    config: &Config,
+    pipeline: &Pipeline,
+    tx: &mpsc::Sender<Envelope>,
+    stop: watch::Receiver<bool>,
+    sharing: Option<kafka::Sharing>,
+) -> Option<KafkaTask> {
+    if !config.kafka.enabled() {
+        return None;
+    }
+    let chunk = config.batch.max_events.clamp(1, 10_000);
+    Some(tokio::spawn(kafka::run(
+        config.kafka.clone(),
+        pipeline.positions().clone(),
+        chunk,
+        tx.clone(),
+        stop,
+        sharing,
+    )))
+}
+
+type KafkaTask = tokio::task::JoinHandle<anyhow::Result<(u64, Option<kafka::Sharing>)>>;
 
 /// A stop signal that turns true on SIGINT or SIGTERM.
 pub fn stop_on_signals() -> watch::Receiver<bool> {

@@ -4,6 +4,8 @@
 mod demo;
 mod plugin;
 mod simulate;
+mod simulate_kafka;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +47,8 @@ enum Command {
     },
     /// Answer the business questions from the gold tables.
     Report,
+    /// Committed position and lag per source partition (Kafka: vs the broker).
+    Status,
     /// Work with transform plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -128,7 +132,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => {
             demo::run(load_config(&cli, |_| {})?, cli.lake.is_some(), args).await
         }
-        Command::Simulate(args) => simulate::run(args).await,
+        Command::Simulate(args) => simulate::run(args, &load_config(&cli, |_| {})?.kafka).await,
         Command::Query { sql } => {
             let lake = open_lake(&load_config(&cli, |_| {})?)?;
             let batches = sluice::query::sql(&lake, sql).await?;
@@ -139,6 +143,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let lake = open_lake(&load_config(&cli, |_| {})?)?;
             println!("{}", sluice::query::report(&lake).await?);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Status => {
+            let config = load_config(&cli, |_| {})?;
+            status::run(&config, &open_lake(&config)?).await
         }
         Command::Plugin(command) => plugin::run(load_config(&cli, |_| {})?, command).await,
         Command::Replay(args) => replay(&cli, args).await,
@@ -168,7 +176,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
         |ready| {
             match ready.collector {
                 Some(addr) => eprintln!("sluice: collecting on http://{addr}/v1/events"),
-                None => eprintln!("sluice: replaying files (collector disabled)"),
+                None => eprintln!("sluice: running with the collector disabled"),
             }
             if let Some(addr) = ready.admin {
                 eprintln!("sluice: admin API on http://{addr}");

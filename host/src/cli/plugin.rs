@@ -215,11 +215,7 @@ async fn remote(command: &PluginCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Posts a change to the admin API and prints what it did.
-async fn change(
-    admin: &AdminArgs,
-    path: &str,
-    body: &impl serde::Serialize,
-) -> anyhow::Result<()> {
+async fn change(admin: &AdminArgs, path: &str, body: &impl serde::Serialize) -> anyhow::Result<()> {
     let change: Change = AdminClient::from_env(&admin.url)?.post(path, body).await?;
     print_change(&change);
     Ok(())

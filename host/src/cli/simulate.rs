@@ -35,7 +35,8 @@ pub struct SimulateArgs {
     /// Fraction of malformed lines.
     #[arg(long, default_value_t = 0.0)]
     pub malformed_fraction: f64,
-    /// Where to send events: a file path, `http://host:port` (the collector), or `-` for stdout.
+    /// Where to send events: a file path, `http://host:port` (the collector),
+    /// `kafka://host:port/topic` (keyed by user_id), or `-` for stdout.
     #[arg(long, default_value = "-")]
     pub to: String,
     /// Events per second (0: as fast as possible).
@@ -44,6 +45,10 @@ pub struct SimulateArgs {
     /// Events per HTTP request when posting to the collector.
     #[arg(long, default_value_t = 1_000)]
     pub request_events: usize,
+    /// With a Kafka target: create the topic with this many partitions if it
+    /// is missing (0: never create it).
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
 }
 
 impl SimulateArgs {
@@ -62,9 +67,20 @@ impl SimulateArgs {
     }
 }
 
-pub async fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
+/// `kafka` is the config's `[kafka]` section: its security settings apply to
+/// a `kafka://` target.
+pub async fn run(
+    args: &SimulateArgs,
+    kafka: &sluice::sources::kafka::KafkaConfig,
+) -> anyhow::Result<ExitCode> {
     let simulator = Simulator::new(args.sim_config())?;
-    if args.to.starts_with("http://") {
+    if args.to.starts_with("kafka://") {
+        let target = super::simulate_kafka::parse_target(&args.to, kafka)?;
+        let partitions = (args.partitions > 0).then_some(args.partitions);
+        let sent =
+            super::simulate_kafka::produce(&target, simulator, partitions, args.rate).await?;
+        eprintln!("sluice: produced {sent} events to {}", args.to);
+    } else if args.to.starts_with("http://") {
         post_to_collector(args, simulator).await?;
     } else if args.to == "-" {
         let stdout = std::io::stdout();

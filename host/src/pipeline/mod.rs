@@ -24,6 +24,7 @@ mod replay;
 mod rows;
 pub mod runner;
 pub mod shadow;
+pub mod shared;
 mod swap;
 
 use std::collections::BTreeMap;
@@ -126,6 +127,8 @@ pub struct Pipeline {
     next_batch: i64,
     positions: Positions,
     totals: Totals,
+    /// Set when other instances share the lake (see `shared.rs`).
+    shared: Option<shared::SharedLake>,
 }
 
 fn batches_schema() -> SchemaRef {
@@ -216,6 +219,7 @@ impl Pipeline {
             next_batch: 1,
             positions: Positions::new(),
             totals: Totals::default(),
+            shared: None,
         };
         recovery::recover(&mut pipeline, lateness_micros).await?;
         Ok(pipeline)
@@ -230,6 +234,11 @@ impl Pipeline {
         &self.totals
     }
 
+    /// From now on, commit each batch under the cluster's writer lock.
+    pub fn share(&mut self, shared: shared::SharedLake) {
+        self.shared = Some(shared);
+    }
+
     /// Runs one micro-batch through every layer. `on_durable` is called once
     /// the records are committed in bronze (or quarantine).
     pub async fn process(
@@ -237,6 +246,7 @@ impl Pipeline {
         records: Vec<RawRecord>,
         on_durable: impl FnOnce(),
     ) -> anyhow::Result<BatchReport> {
+        let _writer = shared::take_writer(self).await?;
         let started = Instant::now();
         let batch = self.next_batch;
         let (bronze_rows, bronze_failure, silver_job) = self.bronze_stage(batch, &records).await?;

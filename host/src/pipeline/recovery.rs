@@ -103,7 +103,7 @@ pub(super) async fn restore_dedup(
 
 /// Max committed offset per (source, partition), from bronze and from
 /// records quarantined at bronze.
-async fn read_positions(ctx: &SessionContext) -> anyhow::Result<Positions> {
+pub(super) async fn read_positions(ctx: &SessionContext) -> anyhow::Result<Positions> {
     let rows = query(
         ctx,
         "SELECT source, source_partition, MAX(source_offset) AS o FROM ( \

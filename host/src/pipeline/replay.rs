@@ -68,6 +68,8 @@ impl Pipeline {
         if layer == Layer::Bronze {
             bail!("bronze is the log every other layer is rebuilt from: replay silver or gold");
         }
+        // On a shared lake, no other instance commits while tables are replaced.
+        let _writer = super::shared::take_writer(self).await?;
         let last = self.next_batch - 1;
         let from = from_batch.max(1);
         let ctx = SessionContext::new();

@@ -9,6 +9,7 @@
 
 pub mod file;
 pub mod http;
+pub mod kafka;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,0 +1,82 @@
+//! One lake, several instances: each batch is committed under the cluster's
+//! writer lock, and a pipeline whose lake moved on (another instance
+//! committed) is reopened first, which rebuilds its host state from the lake
+//! and finishes any batch a dead instance left half-committed.
+
+use std::path::PathBuf;
+
+use deltalake::datafusion::prelude::SessionContext;
+
+use super::{BATCHES_TABLE, Pipeline, STAGE_BRONZE, STAGE_DONE};
+use crate::cluster::{Cluster, WriterGuard};
+use crate::lake::{self, Lake};
+use crate::layers::{bronze, quarantine};
+use crate::sources::Positions;
+
+/// What a pipeline needs to reopen itself on a shared lake.
+#[derive(Clone)]
+pub struct SharedLake {
+    pub lake: Lake,
+    pub root: PathBuf,
+    pub lateness_micros: i64,
+}
+
+/// The highest batch id any instance has started committing to the lake.
+async fn last_batch(lake: &Lake) -> anyhow::Result<i64> {
+    let mut last = 0;
+    for (table, stage) in [
+        (BATCHES_TABLE, STAGE_DONE),
+        (bronze::TABLE, STAGE_BRONZE),
+        (quarantine::TABLE, STAGE_BRONZE),
+    ] {
+        if let Some(t) = lake.open(table).await? {
+            let version = t
+                .snapshot()?
+                .transaction_version(t.log_store().as_ref(), stage)
+                .await?;
+            last = last.max(version.unwrap_or(0));
+        }
+    }
+    Ok(last)
+}
+
+/// Takes the writer lock; reopens `pipeline` if another instance committed
+/// since its last batch. Hold the guard until the batch is done.
+pub(super) async fn take_writer(pipeline: &mut Pipeline) -> anyhow::Result<Option<WriterGuard>> {
+    let Some(shared) = pipeline.shared.clone() else {
+        return Ok(None);
+    };
+    let guard = Cluster::writer(&shared.root).await?;
+    if last_batch(&shared.lake).await? != pipeline.next_batch - 1 {
+        tracing::debug!("another instance committed: reloading state from the lake");
+        let mut fresh = Pipeline::open(
+            &shared.lake,
+            pipeline.plugins.clone(),
+            shared.lateness_micros,
+        )
+        .await?;
+        fresh.totals = std::mem::take(&mut pipeline.totals);
+        // Plugin lifecycle state belongs to this instance, not to the lake.
+        fresh.fallbacks = std::mem::take(&mut pipeline.fallbacks);
+        fresh.shadows = std::mem::take(&mut pipeline.shadows);
+        fresh.auto_rollbacks = std::mem::take(&mut pipeline.auto_rollbacks);
+        fresh.shared = Some(shared);
+        *pipeline = fresh;
+    }
+    Ok(Some(guard))
+}
+
+/// Committed positions as the lake holds them now (for partitions an
+/// instance has just claimed).
+pub async fn lake_positions(lake: &Lake) -> anyhow::Result<Positions> {
+    let ctx = SessionContext::new();
+    let (Some(b), Some(q)) = (
+        lake.open(bronze::TABLE).await?,
+        lake.open(quarantine::TABLE).await?,
+    ) else {
+        return Ok(Positions::new());
+    };
+    lake::register(&ctx, bronze::TABLE, &b).await?;
+    lake::register(&ctx, quarantine::TABLE, &q).await?;
+    super::recovery::read_positions(&ctx).await
+}

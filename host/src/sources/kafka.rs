@@ -1,0 +1,731 @@
+//! Kafka-protocol source (Apache Kafka, the Event Hubs Kafka endpoint, tansu):
+//! assigns the topic's partitions by hand at the offsets the lake holds and
+//! sends what it fetches; broker offsets are committed only for lag views.
+//!
+//! Why manual assignment: the lake is the source of truth for positions (see
+//! `sources/mod.rs`), so a consumer group's committed offsets are never read
+//! back. They are written after each bronze commit so that the usual Kafka
+//! tools show the group's lag.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{Envelope, Positions, RawRecord};
+use crate::config::ConfigError;
+
+pub const SOURCE: &str = "kafka";
+
+/// How long the source waits for more messages before sending what it has.
+const LINGER: Duration = Duration::from_millis(20);
+/// Longest pause between retries while the broker is away.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// `[kafka]`: where to consume from. Empty `brokers` disables the source.
+///
+/// For the Event Hubs Kafka endpoint: `brokers = "<ns>.servicebus.windows.net:9093"`,
+/// `security_protocol = "SASL_SSL"`, `sasl_mechanism = "PLAIN"`,
+/// `sasl_username = "$ConnectionString"`, and `sasl_password_env` naming the
+/// variable that holds the connection string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    pub topic: String,
+    /// Consumer group the offsets are committed under (lag visibility only).
+    pub group: String,
+    /// `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`.
+    pub security_protocol: String,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (with a SASL protocol).
+    pub sasl_mechanism: String,
+    pub sasl_username: String,
+    /// Name of the environment variable holding the SASL password; the
+    /// password itself never appears in a file.
+    pub sasl_password_env: String,
+    /// `fetch.wait.max.ms`: how long the broker may hold a fetch for data.
+    pub fetch_wait_max_ms: u64,
+    /// Share the partitions with other `sluice run` instances on the same
+    /// lake (claims and a writer lock under `<lake>/_sluice/`).
+    pub share_partitions: bool,
+    /// How often the running source logs its per-partition lag.
+    pub lag_report_ms: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: String::new(),
+            topic: "sluice-events".into(),
+            group: "sluice".into(),
+            security_protocol: "PLAINTEXT".into(),
+            sasl_mechanism: "PLAIN".into(),
+            sasl_username: String::new(),
+            sasl_password_env: String::new(),
+            fetch_wait_max_ms: 50,
+            share_partitions: false,
+            lag_report_ms: 5_000,
+        }
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: format!("kafka.{field}"),
+        message: message.into(),
+    }
+}
+
+impl KafkaConfig {
+    pub fn enabled(&self) -> bool {
+        !self.brokers.trim().is_empty()
+    }
+
+    fn uses_sasl(&self) -> bool {
+        self.security_protocol
+            .to_ascii_uppercase()
+            .starts_with("SASL")
+    }
+
+    /// Refuses settings the consumer cannot work with, naming the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.enabled() {
+            if self.share_partitions {
+                return Err(invalid("share_partitions", "needs kafka.brokers"));
+            }
+            return Ok(());
+        }
+        for broker in self.brokers.split(',') {
+            let broker = broker.trim();
+            let port = broker.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+            if !matches!(port, Some(Ok(_))) {
+                return Err(invalid("brokers", format!("`{broker}` is not host:port")));
+            }
+        }
+        if self.topic.trim().is_empty() {
+            return Err(invalid("topic", "must not be empty"));
+        }
+        if self.group.trim().is_empty() {
+            return Err(invalid("group", "must not be empty"));
+        }
+        let protocols = ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"];
+        if !protocols.contains(&self.security_protocol.to_ascii_uppercase().as_str()) {
+            return Err(invalid(
+                "security_protocol",
+                format!("must be one of {}", protocols.join(", ")),
+            ));
+        }
+        if self.lag_report_ms < 100 {
+            return Err(invalid("lag_report_ms", "must be at least 100"));
+        }
+        if !(1..=10_000).contains(&self.fetch_wait_max_ms) {
+            return Err(invalid("fetch_wait_max_ms", "must be between 1 and 10000"));
+        }
+        if self.uses_sasl() {
+            self.validate_sasl()?;
+        }
+        Ok(())
+    }
+
+    fn validate_sasl(&self) -> Result<(), ConfigError> {
+        let mechanisms = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+        if !mechanisms.contains(&self.sasl_mechanism.to_ascii_uppercase().as_str()) {
+            return Err(invalid(
+                "sasl_mechanism",
+                format!("must be one of {}", mechanisms.join(", ")),
+            ));
+        }
+        if self.sasl_username.is_empty() {
+            return Err(invalid("sasl_username", "is required with SASL"));
+        }
+        if self.sasl_password_env.is_empty() {
+            return Err(invalid(
+                "sasl_password_env",
+                "name the environment variable holding the password",
+            ));
+        }
+        if std::env::var_os(&self.sasl_password_env).is_none() {
+            return Err(invalid(
+                "sasl_password_env",
+                format!("the variable {} is not set", self.sasl_password_env),
+            ));
+        }
+        Ok(())
+    }
+
+    /// librdkafka settings shared by the consumer, producer and admin client.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set(
+                "security.protocol",
+                self.security_protocol.to_ascii_lowercase(),
+            )
+            // Reconnect quickly after a broker outage, but not in a hot loop.
+            .set("reconnect.backoff.ms", "100")
+            .set("reconnect.backoff.max.ms", "2000");
+        if self.uses_sasl() {
+            let password = std::env::var(&self.sasl_password_env).unwrap_or_default();
+            config
+                .set("sasl.mechanisms", self.sasl_mechanism.to_ascii_uppercase())
+                .set("sasl.username", &self.sasl_username)
+                .set("sasl.password", password);
+        }
+        config
+    }
+
+    fn consumer(&self) -> anyhow::Result<StreamConsumer> {
+        let mut config = self.client_config();
+        config
+            .set("group.id", &self.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
+            .set("enable.partition.eof", "false");
+        Ok(config.create()?)
+    }
+}
+
+/// Creates `topic` with `partitions` partitions unless it exists already.
+pub async fn ensure_topic(config: &KafkaConfig, partitions: i32) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+    let admin: AdminClient<DefaultClientContext> = config.client_config().create()?;
+    let topic = NewTopic::new(&config.topic, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics([&topic], &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// Low and high watermark per partition of `config.topic` (blocking).
+pub fn watermarks(config: &KafkaConfig) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
+    let consumer: rdkafka::consumer::BaseConsumer = config.client_config().create()?;
+    let timeout = Duration::from_secs(5);
+    let metadata = consumer.fetch_metadata(Some(&config.topic), timeout)?;
+    let mut out = BTreeMap::new();
+    for topic in metadata.topics() {
+        for p in topic.partitions() {
+            out.insert(
+                p.id(),
+                consumer.fetch_watermarks(&config.topic, p.id(), timeout)?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Events in a partition after the committed offset `committed` (none yet:
+/// all of them), given the partition's low and high watermarks.
+pub fn lag(committed: Option<i64>, low: i64, high: i64) -> i64 {
+    (high - committed.map_or(low, |c| (c + 1).max(low))).max(0)
+}
+
+/// The partition name stored in bronze for a topic partition.
+pub fn partition_name(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
+
+/// Partition ids of `topic`, waiting (with backoff) while the broker or the
+/// topic is not there yet. `None` if asked to stop first.
+async fn partitions(
+    consumer: &Arc<StreamConsumer>,
+    topic: &str,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Vec<i32>> {
+    let mut backoff = Backoff::new();
+    loop {
+        let c = consumer.clone();
+        let t = topic.to_string();
+        let found = tokio::task::spawn_blocking(move || {
+            c.fetch_metadata(Some(&t), Duration::from_secs(5))
+                .map_err(|e| e.to_string())
+                .and_then(|m| {
+                    let topic = m.topics().first().ok_or("no topic in metadata")?;
+                    if let Some(e) = topic.error() {
+                        return Err(format!("{e:?}"));
+                    }
+                    Ok(topic
+                        .partitions()
+                        .iter()
+                        .map(|p| p.id())
+                        .collect::<Vec<_>>())
+                })
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match found {
+            Ok(ids) if !ids.is_empty() => return Some(ids),
+            Ok(_) => tracing::warn!(topic, "topic has no partitions yet; retrying"),
+            Err(e) => tracing::warn!(topic, "cannot read topic metadata ({e}); retrying"),
+        }
+        if !backoff.sleep(stop).await {
+            return None;
+        }
+    }
+}
+
+/// The assignment that resumes each partition after the lake's position.
+fn assignment(
+    topic: &str,
+    ids: &[i32],
+    positions: &Positions,
+) -> anyhow::Result<TopicPartitionList> {
+    let mut list = TopicPartitionList::new();
+    for &id in ids {
+        let key = (SOURCE.to_string(), partition_name(topic, id));
+        let offset = match positions.get(&key) {
+            Some(&done) => Offset::Offset(done + 1),
+            None => Offset::Beginning,
+        };
+        list.add_partition_offset(topic, id, offset)?;
+    }
+    Ok(list)
+}
+
+/// Partitions shared with other instances on the same lake: which ones this
+/// instance consumes comes from claims in the cluster, and a newly claimed
+/// partition resumes from the lake's position as it is at claim time.
+pub struct Sharing {
+    pub cluster: crate::cluster::Cluster,
+    pub lake: crate::lake::Lake,
+    claims: BTreeMap<i32, crate::cluster::Claim>,
+}
+
+impl Sharing {
+    pub fn new(cluster: crate::cluster::Cluster, lake: crate::lake::Lake) -> Self {
+        Sharing {
+            cluster,
+            lake,
+            claims: BTreeMap::new(),
+        }
+    }
+
+    /// Claims free partitions up to this instance's fair share and assigns
+    /// them at the lake's positions. Partitions are never given up while the
+    /// instance lives, so no two instances consume one partition.
+    async fn rebalance(
+        &mut self,
+        consumer: &StreamConsumer,
+        topic: &str,
+        ids: &[i32],
+    ) -> anyhow::Result<()> {
+        let members = self.cluster.live_members()?;
+        let share = crate::cluster::fair_share(ids.len(), members);
+        let mut new_claims = BTreeMap::new();
+        for &id in ids {
+            if self.claims.len() + new_claims.len() >= share {
+                break;
+            }
+            if self.claims.contains_key(&id) {
+                continue;
+            }
+            let name = format!("kafka-{}", partition_name(topic, id));
+            if let Some(claim) = self.cluster.try_claim(&name)? {
+                new_claims.insert(id, claim);
+            }
+        }
+        if new_claims.is_empty() {
+            return Ok(());
+        }
+        // On an error the new claims are dropped (released), so the next
+        // look tries again instead of holding partitions nobody reads.
+        let claimed: Vec<i32> = new_claims.keys().copied().collect();
+        let positions = crate::pipeline::shared::lake_positions(&self.lake).await?;
+        consumer.incremental_assign(&assignment(topic, &claimed, &positions)?)?;
+        self.claims.extend(new_claims);
+        tracing::info!(
+            topic,
+            ?claimed,
+            owned = self.claims.len(),
+            members,
+            "claimed partitions"
+        );
+        Ok(())
+    }
+}
+
+/// How often a sharing instance looks for free partitions (and how long a
+/// fetch waits for a first message).
+const REBALANCE_EVERY: Duration = Duration::from_secs(1);
+
+/// Claims partitions every [`REBALANCE_EVERY`] until `stop`, on its own task
+/// so that a source blocked by backpressure still takes over a dead
+/// instance's partitions at once. Returns the sharing state (with its claims).
+async fn rebalance_loop(
+    mut sharing: Sharing,
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    ids: Vec<i32>,
+    mut stop: watch::Receiver<bool>,
+) -> Sharing {
+    // The first look waits a moment so instances started together all
+    // count each other before claiming.
+    let mut pause = 2 * REBALANCE_EVERY;
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => return sharing,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = REBALANCE_EVERY;
+        if let Err(e) = sharing.rebalance(&consumer, &topic, &ids).await {
+            tracing::warn!("claiming partitions failed ({e:#}); retrying");
+        }
+    }
+}
+
+/// Consumes `config.topic` from the lake's `positions` until `stop`, sending
+/// envelopes of up to `chunk` records into `tx`. Without `sharing` it
+/// consumes every partition. Returns the records sent and the sharing state,
+/// whose claims the caller keeps until the pipeline has drained.
+pub async fn run(
+    config: KafkaConfig,
+    positions: Positions,
+    chunk: usize,
+    tx: mpsc::Sender<Envelope>,
+    mut stop: watch::Receiver<bool>,
+    sharing: Option<Sharing>,
+) -> anyhow::Result<(u64, Option<Sharing>)> {
+    let consumer = Arc::new(config.consumer()?);
+    let topic = config.topic.clone();
+    let Some(ids) = partitions(&consumer, &topic, &mut stop).await else {
+        return Ok((0, sharing));
+    };
+    let rebalancer = match sharing {
+        Some(sharing) => Some(tokio::spawn(rebalance_loop(
+            sharing,
+            consumer.clone(),
+            topic.clone(),
+            ids.clone(),
+            stop.clone(),
+        ))),
+        None => {
+            consumer.assign(&assignment(&topic, &ids, &positions)?)?;
+            tracing::info!(topic, partitions = ids.len(), "kafka source assigned");
+            None
+        }
+    };
+    let lag = Lag {
+        every: Duration::from_millis(config.lag_report_ms),
+        durable: Durable::default(),
+    };
+    if rebalancer.is_none() {
+        // Report every partition from the start, not only after its first commit.
+        let mut durable = lag.durable.lock().expect("lag map");
+        for &id in &ids {
+            let done = positions.get(&(SOURCE.to_string(), partition_name(&topic, id)));
+            durable.insert(id, done.map_or(0, |d| d + 1));
+        }
+    }
+    let sent = consume(consumer, &topic, &ids, lag, chunk, tx, stop).await;
+    let sharing = match rebalancer {
+        Some(task) => Some(task.await?),
+        None => None,
+    };
+    Ok((sent?, sharing))
+}
+
+/// The fetch loop: envelopes into `tx` until `stop` or the pipeline is gone.
+async fn consume(
+    consumer: Arc<StreamConsumer>,
+    topic: &str,
+    ids: &[i32],
+    lag: Lag,
+    chunk: usize,
+    tx: mpsc::Sender<Envelope>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<u64> {
+    let source: Arc<str> = Arc::from(SOURCE);
+    let names: BTreeMap<i32, Arc<str>> = ids
+        .iter()
+        .map(|&id| (id, Arc::from(partition_name(topic, id).as_str())))
+        .collect();
+    let mut sent = 0u64;
+    let mut backoff = Backoff::new();
+    let durable = lag.durable.clone();
+    tokio::spawn(report_lag(
+        consumer.clone(),
+        topic.to_string(),
+        lag.durable,
+        lag.every,
+        stop.clone(),
+    ));
+    loop {
+        let records = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => return Ok(sent),
+            r = fetch(&consumer, &source, &names, chunk, REBALANCE_EVERY) => r,
+        };
+        let records = match records {
+            Ok(records) if records.is_empty() => continue,
+            Ok(records) => {
+                backoff.reset();
+                records
+            }
+            Err(e) => {
+                tracing::warn!("kafka fetch failed ({e}); retrying");
+                if !backoff.sleep(&mut stop).await {
+                    return Ok(sent);
+                }
+                continue;
+            }
+        };
+        let commit = offsets_to_commit(topic, &records)?;
+        let (ack, acked) = oneshot::channel();
+        sent += records.len() as u64;
+        let envelope = Envelope {
+            records,
+            ack: Some(ack),
+        };
+        if tx.send(envelope).await.is_err() {
+            return Ok(sent);
+        }
+        tokio::spawn(commit_when_durable(
+            consumer.clone(),
+            commit,
+            acked,
+            durable.clone(),
+        ));
+    }
+}
+
+/// The first message within `wait` (none: an empty batch), then whatever
+/// else arrives within [`LINGER`], up to `chunk`.
+async fn fetch(
+    consumer: &StreamConsumer,
+    source: &Arc<str>,
+    names: &BTreeMap<i32, Arc<str>>,
+    chunk: usize,
+    wait: Duration,
+) -> Result<Vec<RawRecord>, rdkafka::error::KafkaError> {
+    let mut records = Vec::new();
+    let first = match tokio::time::timeout(wait, consumer.recv()).await {
+        Err(_) => return Ok(records),
+        Ok(first) => first?,
+    };
+    records.push(record(&first, source, names));
+    drop(first);
+    while records.len() < chunk {
+        match tokio::time::timeout(LINGER, consumer.recv()).await {
+            Ok(Ok(m)) => records.push(record(&m, source, names)),
+            // An error after some records: send those; the next fetch sees it.
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    Ok(records)
+}
+
+/// Next offset per partition that this instance has made durable in bronze.
+type Durable = Arc<std::sync::Mutex<BTreeMap<i32, i64>>>;
+
+/// The lag metric's settings and state.
+struct Lag {
+    every: Duration,
+    durable: Durable,
+}
+
+/// Logs the lag of every partition this instance committed from, as the
+/// `kafka lag` metric line (target `sluice::metrics`): events in the broker
+/// after what is durable in bronze.
+async fn report_lag(
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    durable: Durable,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let next: Vec<(i32, i64)> = durable
+            .lock()
+            .expect("lag map")
+            .iter()
+            .map(|(p, o)| (*p, *o))
+            .collect();
+        let c = consumer.clone();
+        let t = topic.clone();
+        let marks = tokio::task::spawn_blocking(move || {
+            next.into_iter()
+                .filter_map(|(p, o)| {
+                    let (low, high) = c.fetch_watermarks(&t, p, Duration::from_secs(2)).ok()?;
+                    Some((p, lag(Some(o - 1), low, high)))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let total: i64 = marks.iter().map(|(_, l)| l).sum();
+        for (partition, lag) in marks {
+            tracing::info!(target: "sluice::metrics", topic, partition, lag, "kafka lag");
+        }
+        tracing::info!(target: "sluice::metrics", topic, total, "kafka lag total");
+    }
+}
+
+fn record(
+    m: &rdkafka::message::BorrowedMessage<'_>,
+    source: &Arc<str>,
+    names: &BTreeMap<i32, Arc<str>>,
+) -> RawRecord {
+    let partition = names
+        .get(&m.partition())
+        .cloned()
+        .unwrap_or_else(|| Arc::from(partition_name(m.topic(), m.partition()).as_str()));
+    RawRecord {
+        // An empty or missing payload still goes to bronze, and on to
+        // quarantine as malformed: nothing is dropped silently.
+        payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+        source: source.clone(),
+        partition,
+        offset: m.offset(),
+    }
+}
+
+/// The next offset to read per partition after `records`.
+fn offsets_to_commit(topic: &str, records: &[RawRecord]) -> anyhow::Result<TopicPartitionList> {
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    for r in records {
+        let id: i32 = r
+            .partition
+            .rsplit_once('/')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or_default();
+        let e = next.entry(id).or_insert(r.offset + 1);
+        *e = (*e).max(r.offset + 1);
+    }
+    let mut list = TopicPartitionList::new();
+    for (id, offset) in next {
+        list.add_partition_offset(topic, id, Offset::Offset(offset))?;
+    }
+    Ok(list)
+}
+
+/// Commits broker offsets once the records are durable in bronze. Failures
+/// only make the broker's lag view stale, so they are logged, not fatal.
+async fn commit_when_durable(
+    consumer: Arc<StreamConsumer>,
+    offsets: TopicPartitionList,
+    acked: oneshot::Receiver<Result<(), String>>,
+    durable: Durable,
+) {
+    let Ok(Ok(())) = acked.await else { return };
+    {
+        let mut next = durable.lock().expect("lag map");
+        for e in offsets.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                let n = next.entry(e.partition()).or_insert(o);
+                *n = (*n).max(o);
+            }
+        }
+    }
+    if let Err(e) = consumer.commit(&offsets, CommitMode::Async) {
+        tracing::debug!("committing broker offsets for lag visibility: {e}");
+    }
+}
+
+/// Resolves once `stop` turns true; never if its sender is gone.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not Send: drop it inside this function.
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Exponential backoff from 100 ms to [`MAX_BACKOFF`].
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(Duration::from_millis(100))
+    }
+
+    fn reset(&mut self) {
+        self.0 = Duration::from_millis(100);
+    }
+
+    /// Sleeps; false if `stop` turned true meanwhile.
+    async fn sleep(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
+        let pause = self.0;
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+        tokio::select! {
+            _ = stopped(stop) => false,
+            _ = tokio::time::sleep(pause) => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enabled() -> KafkaConfig {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bad_settings_name_the_field() {
+        type Change = fn(&mut KafkaConfig);
+        let cases: [(&str, Change); 5] = [
+            ("kafka.brokers", |c| c.brokers = "nohost".into()),
+            ("kafka.topic", |c| c.topic = " ".into()),
+            ("kafka.security_protocol", |c| {
+                c.security_protocol = "TLS".into()
+            }),
+            ("kafka.sasl_username", |c| {
+                c.security_protocol = "SASL_SSL".into()
+            }),
+            ("kafka.sasl_password_env", |c| {
+                c.security_protocol = "SASL_SSL".into();
+                c.sasl_username = "$ConnectionString".into();
+                c.sasl_password_env = "SLUICE_TEST_SURELY_UNSET_VARIABLE".into();
+            }),
+        ];
+        for (field, change) in cases {
+            let mut config = enabled();
+            change(&mut config);
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        assert!(enabled().validate().is_ok());
+        assert!(
+            KafkaConfig::default().validate().is_ok(),
+            "disabled is valid"
+        );
+        let sharing_nothing = KafkaConfig {
+            share_partitions: true,
+            ..Default::default()
+        };
+        let err = sharing_nothing.validate().unwrap_err().to_string();
+        assert!(err.contains("kafka.share_partitions"), "{err}");
+    }
+
+    #[test]
+    fn resumes_after_the_lake_position_or_from_the_beginning() {
+        let mut positions = Positions::new();
+        positions.insert((SOURCE.into(), partition_name("t", 1)), 41);
+        let list = assignment("t", &[0, 1], &positions).unwrap();
+        let offsets = list.to_topic_map();
+        assert_eq!(offsets[&("t".to_string(), 0)], Offset::Beginning);
+        assert_eq!(offsets[&("t".to_string(), 1)], Offset::Offset(42));
+    }
+}
