@@ -14,5 +14,6 @@ pub mod plugin_test;
 pub mod query;
 pub mod runtime;
 pub mod service;
+pub mod sinks;
 pub mod sources;
 pub mod time;

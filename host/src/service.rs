@@ -11,6 +11,7 @@ use crate::lake::Lake;
 use crate::pipeline::runner::{self, Trigger};
 use crate::pipeline::{BatchReport, Pipeline, Plugins, Totals};
 use crate::runtime::Runtime;
+use crate::sinks::warehouse;
 use crate::sources::{Envelope, file, http};
 
 /// Envelopes buffered between sources and the pipeline; beyond this, sources
@@ -21,12 +22,34 @@ const CHANNEL_ENVELOPES: usize = 16;
 pub async fn open_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
     let runtime = Runtime::new(Some(config.cache_dir()))?;
     let plugins = Plugins::load(&runtime, config)?;
-    let lake = Lake::local(&config.lake)
-        .with_context(|| format!("opening lake {}", config.lake.display()))?;
+    let lake = open_lake(config).await?;
     let lateness = i64::try_from(config.lateness.allowed_secs)
         .unwrap_or(i64::MAX / 1_000_000)
         .saturating_mul(1_000_000);
     Pipeline::open(&lake, plugins, lateness).await
+}
+
+/// Opens the configured lake (a directory or an Azure URL).
+pub async fn open_lake(config: &Config) -> anyhow::Result<Lake> {
+    Lake::open_root(&config.lake, &config.lake_options)
+        .await
+        .with_context(|| format!("opening lake {}", config.lake.display()))
+}
+
+/// The warehouse loader `config` asks for, if any, for `meta`'s gold tables.
+pub fn warehouse_loader(
+    config: &Config,
+    meta: &crate::runtime::contract::PluginMeta,
+) -> anyhow::Result<Option<warehouse::Loader>> {
+    let Some(dialect) = config.warehouse.dialect()? else {
+        return Ok(None);
+    };
+    let connection = config.warehouse.connection()?;
+    Ok(Some(warehouse::Loader::new(
+        dialect,
+        connection,
+        warehouse::tables(meta),
+    )))
 }
 
 /// Runs the service until the sources are exhausted (replay only) or `stop`
@@ -39,6 +62,7 @@ pub async fn run(
     on_batch: impl FnMut(&BatchReport),
 ) -> anyhow::Result<Totals> {
     let mut pipeline = open_pipeline(config).await?;
+    let loader = start_warehouse(config, &pipeline).await?;
     let (tx, rx) = mpsc::channel::<Envelope>(CHANNEL_ENVELOPES);
     let collector = start_collector(config, &tx, stop.clone()).await?;
     let replay = start_replay(config, &pipeline, &tx)?;
@@ -55,7 +79,39 @@ pub async fn run(
     if let Some((_, server)) = collector {
         server.await.context("collector task")??;
     }
+    if let Some((done, task, lake)) = loader {
+        // Last load after the last commit, so the warehouse ends level with gold.
+        let _ = done.send(true);
+        let mut loader = task.await.context("warehouse task")?;
+        warehouse::log_load(loader.load(&lake).await);
+    }
     Ok(pipeline.totals().clone())
+}
+
+type WarehouseTask = (
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<warehouse::Loader>,
+    Lake,
+);
+
+/// Starts loading gold into the configured warehouse every interval.
+async fn start_warehouse(
+    config: &Config,
+    pipeline: &Pipeline,
+) -> anyhow::Result<Option<WarehouseTask>> {
+    let Some(loader) = warehouse_loader(config, pipeline.gold_meta())? else {
+        return Ok(None);
+    };
+    let lake = open_lake(config).await?;
+    let (done, stop) = watch::channel(false);
+    let interval = std::time::Duration::from_secs(config.warehouse.interval_secs);
+    let task = tokio::spawn(warehouse::run_continuously(
+        loader,
+        lake.clone(),
+        interval,
+        stop,
+    ));
+    Ok(Some((done, task, lake)))
 }
 
 type Collector = (SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>);

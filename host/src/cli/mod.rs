@@ -4,11 +4,11 @@
 mod demo;
 mod plugin;
 mod simulate;
+mod warehouse;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use sluice::config::Config;
 use sluice::lake::Lake;
@@ -48,6 +48,9 @@ enum Command {
     /// Work with transform plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Load gold into the configured SQL warehouse.
+    #[command(subcommand)]
+    Warehouse(warehouse::WarehouseCommand),
 }
 
 #[derive(clap::Args)]
@@ -108,27 +111,28 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Simulate(args) => simulate::run(args).await,
         Command::Query { sql } => {
-            let lake = open_lake(&load_config(&cli, |_| {})?)?;
+            let lake = open_lake(&load_config(&cli, |_| {})?).await?;
             let batches = sluice::query::sql(&lake, sql).await?;
             println!("{}", sluice::query::format(&batches)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Report => {
-            let lake = open_lake(&load_config(&cli, |_| {})?)?;
+            let lake = open_lake(&load_config(&cli, |_| {})?).await?;
             println!("{}", sluice::query::report(&lake).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin(command) => plugin::run(load_config(&cli, |_| {})?, command),
+        Command::Warehouse(command) => warehouse::run(load_config(&cli, |_| {})?, command).await,
     }
 }
 
-fn open_lake(config: &Config) -> anyhow::Result<Lake> {
+async fn open_lake(config: &Config) -> anyhow::Result<Lake> {
     anyhow::ensure!(
-        config.lake.is_dir(),
+        sluice::lake::location::is_url(&config.lake) || config.lake.is_dir(),
         "no lake at {} yet: run `sluice demo` or `sluice run` first",
         config.lake.display()
     );
-    Lake::local(&config.lake).with_context(|| format!("opening {}", config.lake.display()))
+    sluice::service::open_lake(config).await
 }
 
 async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {

@@ -1,6 +1,7 @@
 //! Integration tests: the whole host with real wasmtime, real Delta tables
 //! and a real child process, in one test binary to keep link time down.
 
+mod azurite;
 mod cli;
 mod collector;
 mod common;
@@ -10,3 +11,4 @@ mod gold;
 mod hostile;
 mod interop;
 mod synapse;
+mod warehouse;
