@@ -17,6 +17,12 @@ pub enum WarehouseCommand {
 }
 
 fn loader(config: &Config) -> anyhow::Result<Loader> {
+    // Refuse a missing kind or connection before compiling any plugin.
+    config
+        .warehouse
+        .dialect()?
+        .context("no warehouse configured: set [warehouse] kind = \"postgres\" or \"synapse\"")?;
+    config.warehouse.connection()?;
     let runtime = Runtime::new(Some(config.cache_dir()))?;
     let plugins = Plugins::load(&runtime, config)?;
     sluice::service::warehouse_loader(config, plugins.gold.meta())?

@@ -209,10 +209,21 @@ impl OwnAzurite {
         }
     }
 
+    /// Stops Azurite the way an operator would (SIGINT): it saves its
+    /// metadata, as durable storage would have; a SIGKILL would lose the
+    /// last seconds of Azurite's own bookkeeping, which Azure never does.
     fn down(&mut self) {
         if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let start = Instant::now();
+            while child.try_wait().unwrap().is_none() {
+                if start.elapsed() > Duration::from_secs(20) {
+                    child.kill().unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
 
@@ -274,6 +285,9 @@ async fn a_storage_outage_mid_run_loses_and_repeats_nothing() {
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "sluice failed after the outage:\n{rest}");
+    let waits = rest.matches("storage unreachable; retrying").count();
+    eprintln!("the service waited out the outage with {waits} backoff retries");
+    assert!(waits > 0, "the outage hit the service:\n{rest}");
 
     // Everything once: the same lake an uninterrupted run gives. This
     // Azurite's endpoint goes in options, not the process-wide env var the
