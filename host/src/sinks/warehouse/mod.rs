@@ -396,15 +396,24 @@ pub async fn run_continuously(
     interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Loader {
-    if let Err(e) = loader.init().await {
-        tracing::error!(error = %e, "warehouse init failed; will retry");
-    }
+    let mut ready = false;
     loop {
+        if !ready {
+            // The schema first (idempotent); retried each interval until it works.
+            match loader.init().await {
+                Ok(()) => ready = true,
+                Err(e) => {
+                    tracing::error!(error = %e, "warehouse init failed; retrying next interval")
+                }
+            }
+        }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.wait_for(|s| *s) => return loader,
         }
-        log_load(loader.load(&lake).await);
+        if ready {
+            log_load(loader.load(&lake).await);
+        }
     }
 }
 
