@@ -104,6 +104,29 @@ async fn assert_gold_is_right(lake: &Path, lines: &[String]) {
     }
 }
 
+/// Two events of a new user, both within the allowed lateness of `prefix`'s
+/// newest event: one seen 10 min before it, then one 20 min before it. The
+/// second opens the user's first `dim_user` version earlier, so the first
+/// version's key vanishes from gold and must vanish from the warehouse.
+fn earlier_sighting(prefix: &[String]) -> (String, String) {
+    let expected = Expected::compute(prefix, 3_600 * 1_000_000);
+    let newest = expected.accepted.iter().map(|e| e.time).max().unwrap();
+    let template = prefix
+        .iter()
+        .find(|l| common::parse(l).is_some_and(|e| e.kind == "login"))
+        .unwrap();
+    let at = |minutes: i64, id: &str| {
+        let mut v: Value = serde_json::from_str(template).unwrap();
+        let t = chrono::DateTime::from_timestamp_micros(newest - minutes * 60_000_000).unwrap();
+        v["timestamp"] = Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        v["event_id"] = Value::String(id.into());
+        v["user_id"] = Value::String("u-late-sighting".into());
+        v["session_id"] = Value::String("s-late-sighting".into());
+        v.to_string()
+    };
+    (at(10, "late-sighting-1"), at(20, "late-sighting-2"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_loads_into_postgres_equal_gold_exactly_once() {
     let Some(admin) = service("SLUICE_TEST_POSTGRES_URL", "PostgreSQL server") else {
@@ -116,14 +139,20 @@ async fn incremental_loads_into_postgres_equal_gold_exactly_once() {
     tokio::spawn(conn);
 
     let dir = tempfile::tempdir().unwrap();
-    let lines = common::simulated_lines(41, 10_000, 0.03);
-    let (first, rest) = lines.split_at(5_000);
+    let base = common::simulated_lines(41, 10_000, 0.03);
+    let (first, rest) = base.split_at(5_000);
     let (second, third) = rest.split_at(4_000);
+    let (seen, earlier) = earlier_sighting(&base[..9_000]);
+    let second: Vec<String> = second.iter().cloned().chain([seen]).collect();
+    let third: Vec<String> = std::iter::once(earlier)
+        .chain(third.iter().cloned())
+        .collect();
+    let lines: Vec<String> = first.iter().chain(&second).chain(&third).cloned().collect();
     let (file1, file2) = (dir.path().join("a.ndjson"), dir.path().join("b.ndjson"));
     let file3 = dir.path().join("c.ndjson");
     common::write_lines(&file1, first);
-    common::write_lines(&file2, second);
-    common::write_lines(&file3, third);
+    common::write_lines(&file2, &second);
+    common::write_lines(&file3, &third);
     let lake_dir = dir.path().join("lake");
 
     let mut loader = Loader::new(Dialect::Postgres, url.clone(), gold_tables());
@@ -160,6 +189,12 @@ async fn incremental_loads_into_postgres_equal_gold_exactly_once() {
         "incremental load: {rows} rows changed in {:.2} s",
         started.elapsed().as_secs_f64()
     );
+    for l in &loads {
+        eprintln!(
+            "  {}: {} upserted, {} deleted",
+            l.table, l.upserted, l.deleted
+        );
+    }
     assert!(!loads.is_empty());
     let sessions = loads.iter().find(|l| l.table == "fact_sessions").unwrap();
     let total = warehouse_rows(&client, "fact_sessions").await.len();
@@ -168,7 +203,7 @@ async fn incremental_loads_into_postgres_equal_gold_exactly_once() {
         "only changed rows were loaded: {} of {total}",
         sessions.upserted
     );
-    assert_gold_is_right(&lake_dir, &lines[..9_000]).await;
+    assert_gold_is_right(&lake_dir, &lines[..9_001]).await;
     assert_warehouse_equals_gold(&client, &lake_dir).await;
 
     // SCD2: closed versions were updated in place, none duplicated.
@@ -213,6 +248,11 @@ async fn incremental_loads_into_postgres_equal_gold_exactly_once() {
     assert!(
         loads.iter().any(|l| l.table == "fact_sessions"),
         "{loads:?}"
+    );
+    let dim_user = loads.iter().find(|l| l.table == "dim_user").unwrap();
+    assert!(
+        dim_user.deleted > 0,
+        "a replaced SCD2 version was deleted: {dim_user:?}"
     );
     assert_gold_is_right(&lake_dir, &lines).await;
     assert_warehouse_equals_gold(&client, &lake_dir).await;
