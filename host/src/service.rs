@@ -18,6 +18,9 @@ use crate::sources::{Envelope, file, http};
 /// wait (backpressure).
 const CHANNEL_ENVELOPES: usize = 16;
 
+/// How long the last warehouse load at shutdown may take.
+const FINAL_LOAD_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Opens the lake and pipeline for `config`, recovering any unfinished batch.
 pub async fn open_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
     let runtime = Runtime::new(Some(config.cache_dir()))?;
@@ -83,7 +86,13 @@ pub async fn run(
         // Last load after the last commit, so the warehouse ends level with gold.
         let _ = done.send(true);
         let mut loader = task.await.context("warehouse task")?;
-        warehouse::log_load(loader.load(&lake).await);
+        // Bounded, so a warehouse outage cannot hold up shutdown; the next
+        // start loads whatever this one could not.
+        let last = tokio::time::timeout(FINAL_LOAD_LIMIT, loader.load(&lake)).await;
+        match last {
+            Ok(result) => warehouse::log_load(result),
+            Err(_) => tracing::warn!("final warehouse load timed out; the next run catches up"),
+        }
     }
     Ok(pipeline.totals().clone())
 }
