@@ -20,7 +20,7 @@ pub enum ConfigError {
     Invalid { field: String, message: String },
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field: field.to_string(),
         message: message.into(),
@@ -32,8 +32,13 @@ fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Where the Delta tables live (a local directory).
+    /// Where the Delta tables live: a local directory, or an Azure URL
+    /// (`abfss://container@account.dfs.core.windows.net/path`, `az://container/path`,
+    /// `https://account.blob.core.windows.net/container/path`).
     pub lake: PathBuf,
+    /// Storage options for an Azure lake (object_store's `azure_*` keys).
+    /// Credentials belong in `AZURE_*` env vars, not here; values are never logged.
+    pub lake_options: crate::lake::StorageOptions,
     /// Where precompiled plugins are cached (defaults under the lake's parent).
     pub cache_dir: Option<PathBuf>,
     pub batch: BatchConfig,
@@ -48,6 +53,8 @@ pub struct Config {
     pub replay: Vec<PathBuf>,
     /// A Kafka-protocol topic to consume (disabled while `brokers` is empty).
     pub kafka: crate::sources::kafka::KafkaConfig,
+    /// Loading gold into a SQL warehouse (off unless `kind` is set).
+    pub warehouse: crate::sinks::warehouse::WarehouseConfig,
 }
 
 /// When a micro-batch closes.
@@ -131,6 +138,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             lake: PathBuf::from("sluice-data/lake"),
+            lake_options: Default::default(),
             cache_dir: None,
             batch: BatchConfig::default(),
             lateness: LatenessConfig::default(),
@@ -140,6 +148,7 @@ impl Default for Config {
             registry_dir: None,
             replay: Vec::new(),
             kafka: Default::default(),
+            warehouse: Default::default(),
         }
     }
 }
@@ -250,6 +259,11 @@ impl Config {
             "kafka.sasl_password_env" => self.kafka.sasl_password_env = value.into(),
             "kafka.share_partitions" => self.kafka.share_partitions = parse(&field, value)?,
             "kafka.lag_report_ms" => self.kafka.lag_report_ms = parse(&field, value)?,
+            f if f.starts_with("lake_options.") => {
+                let key = f.trim_start_matches("lake_options.").to_string();
+                self.lake_options.0.insert(key, value.to_string());
+            }
+            f if f.starts_with("warehouse.") => self.warehouse.apply_env(&field, value)?,
             _ => {}
         }
         Ok(())
@@ -258,8 +272,11 @@ impl Config {
     /// Refuses values the service cannot run with, naming the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.lake.as_os_str().is_empty() {
-            return Err(invalid("lake", "must be a directory path"));
+            return Err(invalid("lake", "must be a directory path or an Azure URL"));
         }
+        crate::lake::location::parse(&self.lake, &self.lake_options)
+            .map_err(|e| invalid("lake", e))?;
+        self.warehouse.validate()?;
         if self.batch.max_events == 0 {
             return Err(invalid("batch.max_events", "must be at least 1"));
         }
@@ -350,6 +367,9 @@ impl Config {
     /// Where compiled plugin artifacts are cached.
     pub fn cache_dir(&self) -> PathBuf {
         self.cache_dir.clone().unwrap_or_else(|| {
+            if crate::lake::location::is_url(&self.lake) {
+                return PathBuf::from("sluice-cache");
+            }
             self.lake
                 .parent()
                 .map(|p| p.join("cache"))
@@ -380,7 +400,7 @@ impl Config {
     }
 }
 
-fn parse<T: std::str::FromStr>(field: &str, value: &str) -> Result<T, ConfigError>
+pub(crate) fn parse<T: std::str::FromStr>(field: &str, value: &str) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
@@ -419,6 +439,18 @@ mod tests {
     fn unknown_field_is_refused_with_its_name() {
         let err = load_str("[batch]\nmax_evnts = 5\n").unwrap_err();
         assert!(err.to_string().contains("max_evnts"), "{err}");
+    }
+
+    #[test]
+    fn azure_lake_roots_are_checked_and_options_never_printed() {
+        let config = load_str(
+            "lake = \"abfss://lake@acct.dfs.core.windows.net/sluice\"\n[lake_options]\nazure_storage_account_key = \"s3cr3t\"\n",
+        )
+        .unwrap();
+        assert!(!format!("{config:?}").contains("s3cr3t"));
+        assert_eq!(config.cache_dir(), PathBuf::from("sluice-cache"));
+        let err = load_str("lake = \"s3://bucket/x\"\n").unwrap_err();
+        assert!(err.to_string().contains("`lake`"), "{err}");
     }
 
     #[test]

@@ -18,5 +18,6 @@ pub mod query;
 pub mod runtime;
 pub mod scaffold;
 pub mod service;
+pub mod sinks;
 pub mod sources;
 pub mod time;

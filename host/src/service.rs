@@ -1,6 +1,6 @@
 //! Wires a running service together: plugins, lake, pipeline, the sources
-//! feeding it (collector, file replay, Kafka), the admin API and the watched
-//! plugin directory, with graceful stop.
+//! feeding it (collector, file replay, Kafka), the admin API, the watched
+//! plugin directory and the warehouse loader, with graceful stop.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,11 +17,15 @@ use crate::pipeline::runner::{self, Controller, Trigger};
 use crate::pipeline::shared::SharedLake;
 use crate::pipeline::{BatchReport, Pipeline, Plugins, Totals};
 use crate::runtime::Runtime;
+use crate::sinks::warehouse;
 use crate::sources::{Envelope, file, http, kafka};
 
 /// Envelopes buffered between sources and the pipeline; beyond this, sources
 /// wait (backpressure).
 const CHANNEL_ENVELOPES: usize = 16;
+
+/// How long the last warehouse load at shutdown may take.
+const FINAL_LOAD_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Opens the lake and pipeline for `config`, recovering any unfinished
 /// batch. The active plugins are the registry's latest deploys, else the
@@ -55,9 +59,31 @@ async fn open_managed(config: &Config, lifecycle: &mut Lifecycle) -> anyhow::Res
 
 /// Opens the lake and pipeline for `config` with the given plugins.
 pub async fn open_pipeline_with(config: &Config, plugins: Plugins) -> anyhow::Result<Pipeline> {
-    let lake = Lake::local(&config.lake)
-        .with_context(|| format!("opening lake {}", config.lake.display()))?;
+    let lake = open_lake(config).await?;
     Pipeline::open(&lake, plugins, lateness_micros(config)).await
+}
+
+/// Opens the configured lake (a directory or an Azure URL).
+pub async fn open_lake(config: &Config) -> anyhow::Result<Lake> {
+    Lake::open_root(&config.lake, &config.lake_options)
+        .await
+        .with_context(|| format!("opening lake {}", config.lake.display()))
+}
+
+/// The warehouse loader `config` asks for, if any, for `meta`'s gold tables.
+pub fn warehouse_loader(
+    config: &Config,
+    meta: &crate::runtime::contract::PluginMeta,
+) -> anyhow::Result<Option<warehouse::Loader>> {
+    let Some(dialect) = config.warehouse.dialect()? else {
+        return Ok(None);
+    };
+    let connection = config.warehouse.connection()?;
+    Ok(Some(warehouse::Loader::new(
+        dialect,
+        connection,
+        warehouse::tables(meta),
+    )))
 }
 
 /// Joins the instances sharing the lake and opens the pipeline under the
@@ -115,6 +141,7 @@ pub async fn run(
     } else {
         (open_managed(config, &mut lifecycle).await?, None)
     };
+    let loader = start_warehouse(config, &pipeline).await?;
     let (control_tx, control_rx) = mpsc::channel::<Control>(CHANNEL_ENVELOPES);
     let admin = start_admin(config, &control_tx, &validator, stop.clone()).await?;
     if let Some(dir) = &config.plugins.watch_dir {
@@ -154,7 +181,45 @@ pub async fn run(
         // partition claims only once their records are committed.
         kafka.await.context("kafka source task")??;
     }
+    if let Some((done, task, lake)) = loader {
+        // Last load after the last commit, so the warehouse ends level with gold.
+        let _ = done.send(true);
+        let mut loader = task.await.context("warehouse task")?;
+        // Bounded, so a warehouse outage cannot hold up shutdown; the next
+        // start loads whatever this one could not.
+        let last = tokio::time::timeout(FINAL_LOAD_LIMIT, loader.load(&lake)).await;
+        match last {
+            Ok(result) => warehouse::log_load(result),
+            Err(_) => tracing::warn!("final warehouse load timed out; the next run catches up"),
+        }
+    }
     Ok(pipeline.totals().clone())
+}
+
+type WarehouseTask = (
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<warehouse::Loader>,
+    Lake,
+);
+
+/// Starts loading gold into the configured warehouse every interval.
+async fn start_warehouse(
+    config: &Config,
+    pipeline: &Pipeline,
+) -> anyhow::Result<Option<WarehouseTask>> {
+    let Some(loader) = warehouse_loader(config, pipeline.gold_meta())? else {
+        return Ok(None);
+    };
+    let lake = open_lake(config).await?;
+    let (done, stop) = watch::channel(false);
+    let interval = std::time::Duration::from_secs(config.warehouse.interval_secs);
+    let task = tokio::spawn(warehouse::run_continuously(
+        loader,
+        lake.clone(),
+        interval,
+        stop,
+    ));
+    Ok(Some((done, task, lake)))
 }
 
 type Collector = (SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>);

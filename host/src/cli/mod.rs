@@ -6,11 +6,11 @@ mod plugin;
 mod simulate;
 mod simulate_kafka;
 mod status;
+mod warehouse;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use sluice::config::Config;
 use sluice::lake::Lake;
@@ -55,6 +55,9 @@ enum Command {
     /// Recompute silver (from a point on) and all of gold from bronze with
     /// the active plugins, replacing what earlier versions wrote.
     Replay(ReplayArgs),
+    /// Load gold into the configured SQL warehouse.
+    #[command(subcommand)]
+    Warehouse(warehouse::WarehouseCommand),
 }
 
 #[derive(clap::Args)]
@@ -134,13 +137,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Simulate(args) => simulate::run(args, &load_config(&cli, |_| {})?.kafka).await,
         Command::Query { sql } => {
-            let lake = open_lake(&load_config(&cli, |_| {})?)?;
+            let lake = open_lake(&load_config(&cli, |_| {})?).await?;
             let batches = sluice::query::sql(&lake, sql).await?;
             println!("{}", sluice::query::format(&batches)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Report => {
-            let lake = open_lake(&load_config(&cli, |_| {})?)?;
+            let lake = open_lake(&load_config(&cli, |_| {})?).await?;
             println!("{}", sluice::query::report(&lake).await?);
             Ok(ExitCode::SUCCESS)
         }
@@ -150,16 +153,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Plugin(command) => plugin::run(load_config(&cli, |_| {})?, command).await,
         Command::Replay(args) => replay(&cli, args).await,
+        Command::Warehouse(command) => warehouse::run(load_config(&cli, |_| {})?, command).await,
     }
 }
 
-fn open_lake(config: &Config) -> anyhow::Result<Lake> {
+async fn open_lake(config: &Config) -> anyhow::Result<Lake> {
     anyhow::ensure!(
-        config.lake.is_dir(),
+        sluice::lake::location::is_url(&config.lake) || config.lake.is_dir(),
         "no lake at {} yet: run `sluice demo` or `sluice run` first",
         config.lake.display()
     );
-    Lake::local(&config.lake).with_context(|| format!("opening {}", config.lake.display()))
+    sluice::service::open_lake(config).await
 }
 
 async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {

@@ -1,14 +1,18 @@
-//! The lake: every layer is a Delta table under one root directory, written
-//! through delta-rs. Each write carries a Delta app transaction so a batch
+//! The lake: every layer is a Delta table under one root (a local directory
+//! or an Azure URL), written through delta-rs. Each write carries a Delta app transaction so a batch
 //! that was already committed is never committed twice.
 //!
 //! Invariant: a write for `(stage, batch)` happens only if the table's
 //! transaction version for that stage is below the batch id. Batch ids only
 //! grow, so a replay after a crash skips what is already durable.
 
+mod container;
+pub mod location;
 mod merge;
+mod retry;
 
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use deltalake::arrow::array::RecordBatch;
@@ -21,7 +25,9 @@ use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError, StructType};
 use url::Url;
 
+pub use location::{LakeRoot, StorageOptions};
 pub use merge::{conform, merge_plan_sql};
+pub use retry::delays as retry_delays;
 
 /// Errors from the lake, with the table they concern.
 #[derive(Debug, thiserror::Error)]
@@ -52,25 +58,86 @@ fn other_err(table: &str, message: impl std::fmt::Display) -> LakeError {
     }
 }
 
-/// The root all tables live under.
-#[derive(Debug, Clone)]
+/// The root all tables live under, and the storage options to reach it.
+#[derive(Clone)]
 pub struct Lake {
-    root: PathBuf,
+    /// Ends in `/`; `file://` for a local lake.
+    root: Url,
+    options: HashMap<String, String>,
+    local: bool,
+}
+
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Options may hold keys: never printed.
+        write!(f, "Lake({})", self.root)
+    }
 }
 
 impl Lake {
     /// A lake in a local directory (created if missing).
     pub fn local(root: &Path) -> std::io::Result<Lake> {
         std::fs::create_dir_all(root)?;
+        let root = std::fs::canonicalize(root)?;
+        let root = Url::from_directory_path(&root)
+            .map_err(|_| std::io::Error::other("lake path is not absolute"))?;
         Ok(Lake {
-            root: std::fs::canonicalize(root)?,
+            root,
+            options: HashMap::new(),
+            local: true,
         })
     }
 
+    /// The lake at `root` (a path or an Azure URL). For Azure, registers
+    /// delta-rs' handlers and creates the container if it is missing.
+    pub async fn open_root(root: &Path, options: &StorageOptions) -> Result<Lake> {
+        match location::parse(root, options).map_err(|e| other_err("(lake)", e))? {
+            LakeRoot::Local(path) => Lake::local(&path).map_err(|e| other_err("(lake)", e)),
+            LakeRoot::Remote { url, options } => {
+                deltalake::azure::register_handlers(None);
+                let env: HashMap<String, String> = std::env::vars()
+                    .filter(|(k, _)| k.starts_with("AZURE_") || k == "AZURITE_BLOB_STORAGE_URL")
+                    .collect();
+                let target = container::target(&url, &options, &env);
+                retry::transient("(lake)", "create container", || container::ensure(&target))
+                    .await
+                    .map_err(|e| other_err("(lake)", e))?;
+                Ok(Lake {
+                    root: url,
+                    options,
+                    local: false,
+                })
+            }
+        }
+    }
+
+    /// The lake's root URL (no credentials in it).
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
     fn table_url(&self, name: &str) -> Result<Url> {
-        let dir = self.root.join(name);
-        std::fs::create_dir_all(&dir).map_err(|e| other_err(name, e))?;
-        Url::from_directory_path(&dir).map_err(|_| other_err(name, "not an absolute path"))
+        let url = self
+            .root
+            .join(&format!("{name}/"))
+            .map_err(|e| other_err(name, e))?;
+        if self.local {
+            let dir = url
+                .to_file_path()
+                .map_err(|_| other_err(name, "not a local path"))?;
+            std::fs::create_dir_all(&dir).map_err(|e| other_err(name, e))?;
+        }
+        Ok(url)
+    }
+
+    /// Loads the table at `name`, or an unloaded handle if there is none yet.
+    async fn load(&self, name: &str) -> Result<DeltaTable> {
+        let url = self.table_url(name)?;
+        retry::transient(name, "open", || {
+            DeltaTable::try_from_url_with_storage_options(url.clone(), self.options.clone())
+        })
+        .await
+        .map_err(delta_err(name))
     }
 
     /// Opens a table, creating it with `schema` if it does not exist yet.
@@ -81,9 +148,7 @@ impl Lake {
         schema: &Schema,
         partition_by: &[String],
     ) -> Result<LakeTable> {
-        let table = DeltaTable::try_from_url(self.table_url(name)?)
-            .await
-            .map_err(delta_err(name))?;
+        let table = self.load(name).await?;
         let table = if table.version().is_some() {
             table
         } else {
@@ -106,34 +171,56 @@ impl Lake {
 
     /// Opens an existing table, or `None` if there is none by that name.
     pub async fn open(&self, name: &str) -> Result<Option<DeltaTable>> {
-        let dir = self.root.join(name);
-        if !dir.join("_delta_log").is_dir() {
-            return Ok(None);
+        if self.local {
+            let dir = self.root.to_file_path().unwrap_or_default().join(name);
+            if !dir.join("_delta_log").is_dir() {
+                return Ok(None);
+            }
         }
-        let url = Url::from_directory_path(&dir).map_err(|_| other_err(name, "bad path"))?;
-        let table = DeltaTable::try_from_url(url)
-            .await
-            .map_err(delta_err(name))?;
+        let table = self.load(name).await?;
         Ok(table.version().is_some().then_some(table))
     }
 
     /// Names of the tables present, sorted.
-    pub fn table_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.root)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().join("_delta_log").is_dir())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
+    pub async fn table_names(&self) -> Result<Vec<String>> {
+        if self.local {
+            let root = self.root.to_file_path().unwrap_or_default();
+            let mut names: Vec<String> = std::fs::read_dir(&root)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().join("_delta_log").is_dir())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect();
+            names.sort();
+            return Ok(names);
+        }
+        // Each table is a "directory" under the root with a `_delta_log`.
+        let store = deltalake::DeltaTableBuilder::from_url(self.root.clone())
+            .and_then(|b| b.with_storage_options(self.options.clone()).build())
+            .map_err(delta_err("(lake)"))?
+            .log_store()
+            .object_store(None);
+        let listing = retry::transient("(lake)", "list", || store.list_with_delimiter(None))
+            .await
+            .map_err(|e| other_err("(lake)", e))?;
+        let mut names = Vec::new();
+        for prefix in listing.common_prefixes {
+            let Some(name) = prefix.filename().map(str::to_string) else {
+                continue;
+            };
+            if self.open(&name).await?.is_some() {
+                names.push(name);
+            }
+        }
         names.sort();
-        names
+        Ok(names)
     }
 
     /// A DataFusion session with every table of the lake registered by name.
     pub async fn session(&self) -> Result<SessionContext> {
         let ctx = SessionContext::new();
-        for name in self.table_names() {
+        for name in self.table_names().await? {
             if let Some(table) = self.open(&name).await? {
                 register(&ctx, &name, &table).await?;
             }
@@ -171,6 +258,25 @@ impl LakeTable {
 
     pub fn delta(&self) -> &DeltaTable {
         &self.table
+    }
+
+    /// Reloads the table's latest state, waiting out a storage outage.
+    async fn reload(&mut self) -> Result<()> {
+        let start = std::time::Instant::now();
+        let mut delays = retry::delays();
+        loop {
+            match self.table.update_state().await {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if retry::is_transient(&format!("{e:?} {e}"))
+                        && start.elapsed() < retry::GIVE_UP_AFTER =>
+                {
+                    tokio::time::sleep(delays.next().unwrap_or(std::time::Duration::from_secs(5)))
+                        .await;
+                }
+                Err(e) => return Err(delta_err(&self.name)(e)),
+            }
+        }
     }
 
     /// Highest batch id committed to this table by `stage`, if any.
@@ -218,19 +324,56 @@ impl LakeTable {
         rows: Vec<RecordBatch>,
         mode: SaveMode,
     ) -> Result<bool> {
-        if self.already_has(stage, batch).await? {
-            return Ok(false);
+        let name = self.name.clone();
+        self.retrying(stage, batch, |table| {
+            let rows = rows.clone();
+            let name = name.clone();
+            async move {
+                table
+                    .write(rows)
+                    .with_save_mode(mode)
+                    .with_commit_properties(Self::commit_properties(stage, batch))
+                    .await
+                    .map_err(delta_err(&name))
+            }
+        })
+        .await
+    }
+
+    /// Runs one commit of `(stage, batch)` unless the table has it, retrying
+    /// transient storage errors with backoff. Before each retry the table is
+    /// reloaded and the app transaction checked again: a commit that landed
+    /// although its answer was lost is not made twice.
+    async fn retrying<F, Fut>(&mut self, stage: &str, batch: i64, mut commit: F) -> Result<bool>
+    where
+        F: FnMut(DeltaTable) -> Fut,
+        Fut: std::future::Future<Output = Result<DeltaTable>>,
+    {
+        let start = std::time::Instant::now();
+        let mut delays = retry::delays();
+        loop {
+            let attempt = match self.already_has(stage, batch).await {
+                Ok(true) => return Ok(false),
+                Ok(false) => commit(self.table.clone()).await,
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Ok(table) => {
+                    self.table = table;
+                    return Ok(true);
+                }
+                Err(e)
+                    if retry::is_transient(&format!("{e:?} {e}"))
+                        && start.elapsed() < retry::GIVE_UP_AFTER =>
+                {
+                    let delay = delays.next().unwrap_or(std::time::Duration::from_secs(5));
+                    tracing::warn!(table = %self.name, batch, error = %e, ?delay, "commit failed: storage unreachable; retrying");
+                    tokio::time::sleep(delay).await;
+                    self.reload().await?;
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let table = self
-            .table
-            .clone()
-            .write(rows)
-            .with_save_mode(mode)
-            .with_commit_properties(Self::commit_properties(stage, batch))
-            .await
-            .map_err(delta_err(&self.name))?;
-        self.table = table;
-        Ok(true)
     }
 
     /// Replaces the rows matching `predicate` (SQL over the table's columns)
@@ -272,20 +415,18 @@ impl LakeTable {
         spec: &crate::runtime::contract::MergeSpec,
         ctx: &SessionContext,
     ) -> Result<bool> {
-        if self.already_has(stage, batch).await? {
-            return Ok(false);
-        }
-        let table = merge::merge_into(
-            self.table.clone(),
-            &self.name,
-            rows,
-            spec,
-            ctx,
-            Self::commit_properties(stage, batch),
-        )
-        .await?;
-        self.table = table;
-        Ok(true)
+        let name = self.name.clone();
+        self.retrying(stage, batch, |table| {
+            merge::merge_into(
+                table,
+                &name,
+                rows.clone(),
+                spec,
+                ctx,
+                Self::commit_properties(stage, batch),
+            )
+        })
+        .await
     }
 
     /// Upserts precomputed rows by `keys` (every column replaced), unless
@@ -298,19 +439,17 @@ impl LakeTable {
         keys: &[String],
         ctx: &SessionContext,
     ) -> Result<bool> {
-        if self.already_has(stage, batch).await? {
-            return Ok(false);
-        }
-        let table = merge::upsert(
-            self.table.clone(),
-            &self.name,
-            rows,
-            keys,
-            ctx,
-            Self::commit_properties(stage, batch),
-        )
-        .await?;
-        self.table = table;
-        Ok(true)
+        let name = self.name.clone();
+        self.retrying(stage, batch, |table| {
+            merge::upsert(
+                table,
+                &name,
+                rows.clone(),
+                keys,
+                ctx,
+                Self::commit_properties(stage, batch),
+            )
+        })
+        .await
     }
 }

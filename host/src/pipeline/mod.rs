@@ -239,6 +239,11 @@ impl Pipeline {
         self.shared = Some(shared);
     }
 
+    /// What the gold plugin declared (the tables a warehouse loads).
+    pub fn gold_meta(&self) -> &crate::runtime::contract::PluginMeta {
+        self.plugins.gold.meta()
+    }
+
     /// Runs one micro-batch through every layer. `on_durable` is called once
     /// the records are committed in bronze (or quarantine).
     pub async fn process(

@@ -1,6 +1,7 @@
 //! Integration tests: the whole host with real wasmtime, real Delta tables
 //! and a real child process, in one test binary to keep link time down.
 
+mod azurite;
 mod cli;
 mod collector;
 mod common;
@@ -13,3 +14,4 @@ mod interop;
 mod kafka;
 mod lifecycle;
 mod synapse;
+mod warehouse;
