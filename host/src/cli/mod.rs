@@ -11,6 +11,7 @@ mod warehouse;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use sluice::config::Config;
 use sluice::lake::Lake;
@@ -149,7 +150,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status => {
             let config = load_config(&cli, |_| {})?;
-            status::run(&config, &open_lake(&config)?).await
+            status::run(&config, &open_lake(&config).await?).await
         }
         Command::Plugin(command) => plugin::run(load_config(&cli, |_| {})?, command).await,
         Command::Replay(args) => replay(&cli, args).await,
