@@ -44,6 +44,8 @@ pub struct Config {
     pub replay: Vec<PathBuf>,
     /// A Kafka-protocol topic to consume (disabled while `brokers` is empty).
     pub kafka: crate::sources::kafka::KafkaConfig,
+    /// An Event Hub to consume over AMQP (disabled while `hub` is empty).
+    pub eventhubs: crate::sources::eventhubs::EventHubsConfig,
 }
 
 /// When a micro-batch closes.
@@ -101,6 +103,7 @@ impl Default for Config {
             collector: CollectorConfig::default(),
             replay: Vec::new(),
             kafka: Default::default(),
+            eventhubs: Default::default(),
         }
     }
 }
@@ -201,6 +204,17 @@ impl Config {
             "kafka.sasl_password_env" => self.kafka.sasl_password_env = value.into(),
             "kafka.share_partitions" => self.kafka.share_partitions = parse(&field, value)?,
             "kafka.lag_report_ms" => self.kafka.lag_report_ms = parse(&field, value)?,
+            "eventhubs.hub" => self.eventhubs.hub = value.into(),
+            "eventhubs.consumer_group" => self.eventhubs.consumer_group = value.into(),
+            "eventhubs.connection_string_env" => {
+                self.eventhubs.connection_string_env = value.into()
+            }
+            "eventhubs.checkpoint_url" => self.eventhubs.checkpoint_url = value.into(),
+            "eventhubs.checkpoint_container" => self.eventhubs.checkpoint_container = value.into(),
+            "eventhubs.checkpoint_key_env" => self.eventhubs.checkpoint_key_env = value.into(),
+            "eventhubs.ownership_expiry_secs" => {
+                self.eventhubs.ownership_expiry_secs = parse(&field, value)?
+            }
             _ => {}
         }
         Ok(())
@@ -261,6 +275,7 @@ impl Config {
             }
         }
         self.kafka.validate()?;
+        self.eventhubs.validate()?;
         Ok(())
     }
 

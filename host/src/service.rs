@@ -13,7 +13,7 @@ use crate::pipeline::runner::{self, Trigger};
 use crate::pipeline::shared::SharedLake;
 use crate::pipeline::{BatchReport, Pipeline, Plugins, Totals};
 use crate::runtime::Runtime;
-use crate::sources::{Envelope, file, http, kafka};
+use crate::sources::{Envelope, eventhubs, file, http, kafka};
 
 /// Envelopes buffered between sources and the pipeline; beyond this, sources
 /// wait (backpressure).
@@ -64,7 +64,8 @@ pub async fn run(
     on_ready: impl FnOnce(Option<SocketAddr>),
     on_batch: impl FnMut(&BatchReport),
 ) -> anyhow::Result<Totals> {
-    let sharing = config.kafka.enabled() && config.kafka.share_partitions;
+    let sharing = config.kafka.enabled() && config.kafka.share_partitions
+        || config.eventhubs.enabled() && !config.eventhubs.checkpoint_url.is_empty();
     let (mut pipeline, sharing) = if sharing {
         let (pipeline, sharing) = open_shared(config).await?;
         (pipeline, Some(sharing))
@@ -74,6 +75,8 @@ pub async fn run(
     let (tx, rx) = mpsc::channel::<Envelope>(CHANNEL_ENVELOPES);
     let collector = start_collector(config, &tx, stop.clone()).await?;
     let replay = start_replay(config, &pipeline, &tx)?;
+    let hub_lake = sharing.as_ref().map(|s| s.lake.clone());
+    let hub = start_eventhubs(config, &pipeline, &tx, stop.clone(), hub_lake);
     let kafka = start_kafka(config, &pipeline, &tx, stop.clone(), sharing);
     drop(tx);
     on_ready(collector.as_ref().map(|(addr, _)| *addr));
@@ -87,6 +90,9 @@ pub async fn run(
     }
     if let Some((_, server)) = collector {
         server.await.context("collector task")??;
+    }
+    if let Some(hub) = hub {
+        hub.await.context("event hubs source task")??;
     }
     if let Some(kafka) = kafka {
         // Dropping the sharing state here, after the drain, releases the
@@ -162,6 +168,28 @@ fn start_kafka(
         tx.clone(),
         stop,
         sharing,
+    )))
+}
+
+/// The Event Hubs source; `lake` (when instances share it) gives the
+/// positions of partitions claimed later.
+fn start_eventhubs(
+    config: &Config,
+    pipeline: &Pipeline,
+    tx: &mpsc::Sender<Envelope>,
+    stop: watch::Receiver<bool>,
+    lake: Option<Lake>,
+) -> Option<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    if !config.eventhubs.enabled() {
+        return None;
+    }
+    Some(tokio::spawn(eventhubs::run(
+        config.eventhubs.clone(),
+        pipeline.positions().clone(),
+        config.batch.max_events.clamp(1, 10_000),
+        tx.clone(),
+        stop,
+        lake,
     )))
 }
 

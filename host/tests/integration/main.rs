@@ -1,11 +1,13 @@
 //! Integration tests: the whole host with real wasmtime, real Delta tables
 //! and a real child process, in one test binary to keep link time down.
 
+mod checkpoint_store;
 mod cli;
 mod collector;
 mod common;
 mod crash;
 mod eventhubs;
+mod eventhubs_amqp;
 mod fixtures;
 mod gold;
 mod hostile;
