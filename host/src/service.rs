@@ -77,7 +77,10 @@ pub async fn run(
     let replay = start_replay(config, &pipeline, &tx)?;
     let hub_lake = sharing.as_ref().map(|s| s.lake.clone());
     let hub = start_eventhubs(config, &pipeline, &tx, stop.clone(), hub_lake);
-    let kafka = start_kafka(config, &pipeline, &tx, stop.clone(), sharing);
+    // Kafka shares its partitions only when asked to, even if the lake is
+    // shared for the Event Hubs source.
+    let kafka_sharing = sharing.filter(|_| config.kafka.share_partitions);
+    let kafka = start_kafka(config, &pipeline, &tx, stop.clone(), kafka_sharing);
     drop(tx);
     on_ready(collector.as_ref().map(|(addr, _)| *addr));
     let trigger = Trigger {
@@ -183,14 +186,22 @@ fn start_eventhubs(
     if !config.eventhubs.enabled() {
         return None;
     }
-    Some(tokio::spawn(eventhubs::run(
+    let source = eventhubs::run(
         config.eventhubs.clone(),
         pipeline.positions().clone(),
         config.batch.max_events.clamp(1, 10_000),
         tx.clone(),
         stop,
         lake,
-    )))
+    );
+    Some(tokio::spawn(async move {
+        // Said at once: the service keeps running (and draining) meanwhile.
+        let result = source.await;
+        if let Err(e) = &result {
+            tracing::error!("the event hubs source stopped: {e:#}");
+        }
+        result
+    }))
 }
 
 type KafkaTask = tokio::task::JoinHandle<anyhow::Result<(u64, Option<kafka::Sharing>)>>;

@@ -182,6 +182,14 @@ impl EventHubsConfig {
     }
 }
 
+/// Picks rustls' crypto provider for the process. Needed because the build
+/// enables both `ring` (reqwest, object_store) and `aws-lc-rs` (the AMQP
+/// stack's rustls defaults), and rustls then refuses to guess, panicking on
+/// the first TLS connection. Idempotent.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// `<ns>.servicebus.windows.net` from a connection string's `Endpoint=sb://…/`.
 pub fn namespace_of(connection_string: &str) -> Option<String> {
     connection_string
@@ -233,6 +241,7 @@ pub async fn run(
     stop: watch::Receiver<bool>,
     lake: Option<crate::lake::Lake>,
 ) -> anyhow::Result<()> {
+    install_tls_provider();
     let namespace = namespace_of(&config.connection_string()?)
         .ok_or_else(|| anyhow::anyhow!("the connection string has no Endpoint=sb://…"))?;
     let store = match config.store_location() {
