@@ -32,6 +32,8 @@ pub const SOURCE: &str = "eventhubs";
 
 /// How long a partition waits for more events before sending what it has.
 const LINGER: Duration = Duration::from_millis(20);
+/// Pause between ownership rounds while below the fair share.
+const CLAIM_AGAIN: Duration = Duration::from_secs(1);
 /// Longest pause between retries while the hub is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -302,11 +304,16 @@ async fn balance(
         BTreeMap::new();
     let mut stop = ctx.stop.clone();
     loop {
-        let owned = match claim_round(&ctx, &store, &owner, &ids, expiry).await {
-            Ok(owned) => owned,
+        let scope = Scope {
+            namespace: ctx.namespace.clone(),
+            hub: ctx.config.hub.clone(),
+            group: ctx.config.consumer_group.clone(),
+        };
+        let (owned, share) = match claim_round(&store, &scope, &owner, &ids, expiry).await {
+            Ok(round) => (round.owned, round.share),
             Err(e) => {
                 tracing::warn!("event hubs ownership round failed ({e}); retrying");
-                readers.keys().cloned().collect()
+                (readers.keys().cloned().collect(), 0)
             }
         };
         readers.retain(|id, (lost, _)| {
@@ -339,7 +346,12 @@ async fn balance(
         }
         tokio::select! {
             _ = stopped(&mut stop) => break,
-            _ = tokio::time::sleep(expiry / 3) => {}
+            // Below its share an instance looks again soon; else it renews.
+            _ = tokio::time::sleep(if readers.len() < share {
+                CLAIM_AGAIN
+            } else {
+                expiry / 3
+            }) => {}
         }
     }
     for (_, (_, task)) in readers {
@@ -348,40 +360,54 @@ async fn balance(
     Ok(())
 }
 
-/// One ownership round; returns the partitions this instance now owns.
-async fn claim_round(
-    ctx: &Ctx,
+/// Which hub and consumer group ownership is kept for.
+pub struct Scope {
+    pub namespace: String,
+    pub hub: String,
+    pub group: String,
+}
+
+/// The outcome of one ownership round.
+pub struct Round {
+    /// Partitions this instance owns now.
+    pub owned: HashSet<String>,
+    /// Its fair share among the live owners.
+    pub share: usize,
+}
+
+/// One ownership round, the Event Hubs processor's balanced strategy: renew
+/// what this `owner` holds, then claim at most one free or stale partition
+/// while below the fair share (so instances starting together interleave
+/// instead of the first taking everything). Live owners are never robbed.
+pub async fn claim_round(
     store: &BlobCheckpointStore,
+    scope: &Scope,
     owner: &str,
     ids: &[String],
     expiry: Duration,
-) -> azure_core::Result<HashSet<String>> {
-    let (ns, hub, group) = (&ctx.namespace, &ctx.config.hub, &ctx.config.consumer_group);
-    let current = store.list_ownerships(ns, hub, group).await?;
+) -> azure_core::Result<Round> {
+    let current = store
+        .list_ownerships(&scope.namespace, &scope.hub, &scope.group)
+        .await?;
     let live: Vec<&Ownership> = current.iter().filter(|o| !expired(o, expiry)).collect();
     let mut owners: HashSet<&str> = live.iter().filter_map(|o| o.owner_id.as_deref()).collect();
     owners.insert(owner);
     let share = crate::cluster::fair_share(ids.len(), owners.len());
-    let mine: Vec<Ownership> = live
+    let mut wanted: Vec<Ownership> = live
         .iter()
         .filter(|o| o.owner_id.as_deref() == Some(owner))
         .map(|o| (*o).clone())
         .collect();
     let taken: HashSet<&str> = live.iter().map(|o| o.partition_id.as_str()).collect();
-    let mut wanted = mine.clone();
-    for id in ids {
-        if wanted.len() >= share {
-            break;
-        }
-        if taken.contains(id.as_str()) {
-            continue;
-        }
-        // Free (never claimed) or stale: claim with the blob's ETag, if any.
+    let free = ids.iter().find(|id| !taken.contains(id.as_str()));
+    if let Some(id) = free.filter(|_| wanted.len() < share) {
+        // Free (never claimed) or stale: claim with the blob's ETag, if any,
+        // so that of several instances claiming it only one wins.
         let stale = current.iter().find(|o| &o.partition_id == id);
         wanted.push(Ownership {
-            fully_qualified_namespace: ns.clone(),
-            event_hub_name: hub.clone(),
-            consumer_group: group.clone(),
+            fully_qualified_namespace: scope.namespace.clone(),
+            event_hub_name: scope.hub.clone(),
+            consumer_group: scope.group.clone(),
             partition_id: id.clone(),
             owner_id: Some(owner.to_string()),
             etag: stale.and_then(|o| o.etag.clone()),
@@ -389,7 +415,10 @@ async fn claim_round(
         });
     }
     let claimed = store.claim_ownership(&wanted).await?;
-    Ok(claimed.into_iter().map(|o| o.partition_id).collect())
+    Ok(Round {
+        owned: claimed.into_iter().map(|o| o.partition_id).collect(),
+        share,
+    })
 }
 
 /// Reads partition `id` from `start` until `stop` or `lost`, reconnecting

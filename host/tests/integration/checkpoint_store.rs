@@ -147,3 +147,60 @@ async fn ownership_and_checkpoints_in_azurite() {
     let other_group = store.list_checkpoints(NS, HUB, "other").await.unwrap();
     assert!(other_group.is_empty(), "checkpoints are per consumer group");
 }
+
+/// The ownership rounds `sluice run` does, for two instances on Azurite:
+/// started together they split four partitions two and two; when one stops
+/// renewing, the other takes its partitions once they are stale.
+#[tokio::test]
+async fn two_owners_balance_and_take_over_in_azurite() {
+    use sluice::sources::eventhubs::{Scope, claim_round};
+    let Some(url) = azurite() else { return };
+    let location = BlobLocation {
+        account_url: url,
+        container: format!("own-{}", uuid::Uuid::new_v4().simple()),
+        access_key: Some(AZURITE_KEY.into()),
+    };
+    BlobCheckpointStore::ensure_container(&location)
+        .await
+        .unwrap();
+    let store = BlobCheckpointStore::new(&location).unwrap();
+    let scope = Scope {
+        namespace: NS.into(),
+        hub: HUB.into(),
+        group: GROUP.into(),
+    };
+    let ids: Vec<String> = (0..4).map(|i| i.to_string()).collect();
+    let expiry = Duration::from_secs(30);
+    let (mut a, mut b) = (Default::default(), Default::default());
+    for _ in 0..4 {
+        a = claim_round(&store, &scope, "a", &ids, expiry)
+            .await
+            .unwrap()
+            .owned;
+        b = claim_round(&store, &scope, "b", &ids, expiry)
+            .await
+            .unwrap()
+            .owned;
+    }
+    assert_eq!((a.len(), b.len()), (2, 2), "a {a:?}, b {b:?}");
+    assert!(a.is_disjoint(&b), "a {a:?}, b {b:?}");
+
+    // a stops renewing; with a 1 s expiry b takes all four, one a round.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let short = Duration::from_secs(1);
+    for _ in 0..4 {
+        b = claim_round(&store, &scope, "b", &ids, short)
+            .await
+            .unwrap()
+            .owned;
+    }
+    assert_eq!(b.len(), 4, "b took over: {b:?}");
+    let a_now = claim_round(&store, &scope, "a", &ids, expiry)
+        .await
+        .unwrap();
+    assert!(
+        a_now.owned.is_empty(),
+        "a lost everything: {:?}",
+        a_now.owned
+    );
+}
