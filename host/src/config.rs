@@ -55,6 +55,8 @@ pub struct Config {
     pub kafka: crate::sources::kafka::KafkaConfig,
     /// Loading gold into a SQL warehouse (off unless `kind` is set).
     pub warehouse: crate::sinks::warehouse::WarehouseConfig,
+    /// An Event Hub to consume over AMQP (disabled while `hub` is empty).
+    pub eventhubs: crate::sources::eventhubs::EventHubsConfig,
 }
 
 /// When a micro-batch closes.
@@ -149,6 +151,7 @@ impl Default for Config {
             replay: Vec::new(),
             kafka: Default::default(),
             warehouse: Default::default(),
+            eventhubs: Default::default(),
         }
     }
 }
@@ -264,6 +267,17 @@ impl Config {
                 self.lake_options.0.insert(key, value.to_string());
             }
             f if f.starts_with("warehouse.") => self.warehouse.apply_env(&field, value)?,
+            "eventhubs.hub" => self.eventhubs.hub = value.into(),
+            "eventhubs.consumer_group" => self.eventhubs.consumer_group = value.into(),
+            "eventhubs.connection_string_env" => {
+                self.eventhubs.connection_string_env = value.into()
+            }
+            "eventhubs.checkpoint_url" => self.eventhubs.checkpoint_url = value.into(),
+            "eventhubs.checkpoint_container" => self.eventhubs.checkpoint_container = value.into(),
+            "eventhubs.checkpoint_key_env" => self.eventhubs.checkpoint_key_env = value.into(),
+            "eventhubs.ownership_expiry_secs" => {
+                self.eventhubs.ownership_expiry_secs = parse(&field, value)?
+            }
             _ => {}
         }
         Ok(())
@@ -361,6 +375,7 @@ impl Config {
             }
         }
         self.kafka.validate()?;
+        self.eventhubs.validate()?;
         Ok(())
     }
 

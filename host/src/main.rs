@@ -3,5 +3,6 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    sluice::sources::eventhubs::install_tls_provider();
     cli::main()
 }

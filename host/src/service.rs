@@ -18,7 +18,7 @@ use crate::pipeline::shared::SharedLake;
 use crate::pipeline::{BatchReport, Pipeline, Plugins, Totals};
 use crate::runtime::Runtime;
 use crate::sinks::warehouse;
-use crate::sources::{Envelope, file, http, kafka};
+use crate::sources::{Envelope, eventhubs, file, http, kafka};
 
 /// Envelopes buffered between sources and the pipeline; beyond this, sources
 /// wait (backpressure).
@@ -134,7 +134,8 @@ pub async fn run(
     on_batch: impl FnMut(&BatchReport),
 ) -> anyhow::Result<Totals> {
     let (mut lifecycle, validator) = open_lifecycle(config)?;
-    let sharing = config.kafka.enabled() && config.kafka.share_partitions;
+    let sharing = config.kafka.enabled() && config.kafka.share_partitions
+        || config.eventhubs.enabled() && !config.eventhubs.checkpoint_url.is_empty();
     let (mut pipeline, sharing) = if sharing {
         let (pipeline, sharing) = open_shared(config, &mut lifecycle).await?;
         (pipeline, Some(sharing))
@@ -155,7 +156,12 @@ pub async fn run(
     let (tx, rx) = mpsc::channel::<Envelope>(CHANNEL_ENVELOPES);
     let collector = start_collector(config, &tx, stop.clone()).await?;
     let replay = start_replay(config, &pipeline, &tx)?;
-    let kafka = start_kafka(config, &pipeline, &tx, stop.clone(), sharing);
+    let hub_lake = sharing.as_ref().map(|s| s.lake.clone());
+    let hub = start_eventhubs(config, &pipeline, &tx, stop.clone(), hub_lake);
+    // Kafka shares its partitions only when asked to, even if the lake is
+    // shared for the Event Hubs source.
+    let kafka_sharing = sharing.filter(|_| config.kafka.share_partitions);
+    let kafka = start_kafka(config, &pipeline, &tx, stop.clone(), kafka_sharing);
     drop(tx);
     on_ready(Ready {
         collector: collector.as_ref().map(|(addr, _)| *addr),
@@ -175,6 +181,9 @@ pub async fn run(
     }
     if let Some((_, server)) = collector {
         server.await.context("collector task")??;
+    }
+    if let Some(hub) = hub {
+        hub.await.context("event hubs source task")??;
     }
     if let Some(kafka) = kafka {
         // Dropping the sharing state here, after the drain, releases the
@@ -321,6 +330,36 @@ fn start_kafka(
         stop,
         sharing,
     )))
+}
+
+/// The Event Hubs source; `lake` (when instances share it) gives the
+/// positions of partitions claimed later.
+fn start_eventhubs(
+    config: &Config,
+    pipeline: &Pipeline,
+    tx: &mpsc::Sender<Envelope>,
+    stop: watch::Receiver<bool>,
+    lake: Option<Lake>,
+) -> Option<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    if !config.eventhubs.enabled() {
+        return None;
+    }
+    let source = eventhubs::run(
+        config.eventhubs.clone(),
+        pipeline.positions().clone(),
+        config.batch.max_events.clamp(1, 10_000),
+        tx.clone(),
+        stop,
+        lake,
+    );
+    Some(tokio::spawn(async move {
+        // Said at once: the service keeps running (and draining) meanwhile.
+        let result = source.await;
+        if let Err(e) = &result {
+            tracing::error!("the event hubs source stopped: {e:#}");
+        }
+        result
+    }))
 }
 
 type KafkaTask = tokio::task::JoinHandle<anyhow::Result<(u64, Option<kafka::Sharing>)>>;

@@ -4,6 +4,7 @@
 mod demo;
 mod plugin;
 mod simulate;
+mod simulate_eventhubs;
 mod simulate_kafka;
 mod status;
 mod warehouse;
@@ -136,7 +137,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => {
             demo::run(load_config(&cli, |_| {})?, cli.lake.is_some(), args).await
         }
-        Command::Simulate(args) => simulate::run(args, &load_config(&cli, |_| {})?.kafka).await,
+        Command::Simulate(args) => {
+            let config = load_config(&cli, |_| {})?;
+            simulate::run(args, &config.kafka, &config.eventhubs).await
+        }
         Command::Query { sql } => {
             let lake = open_lake(&load_config(&cli, |_| {})?).await?;
             let batches = sluice::query::sql(&lake, sql).await?;

@@ -36,7 +36,8 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 0.0)]
     pub malformed_fraction: f64,
     /// Where to send events: a file path, `http://host:port` (the collector),
-    /// `kafka://host:port/topic` (keyed by user_id), or `-` for stdout.
+    /// `kafka://host:port/topic` (keyed by user_id), `eventhubs://[namespace/]hub`
+    /// (over AMQP, one partition per user_id), or `-` for stdout.
     #[arg(long, default_value = "-")]
     pub to: String,
     /// Events per second (0: as fast as possible).
@@ -68,13 +69,19 @@ impl SimulateArgs {
 }
 
 /// `kafka` is the config's `[kafka]` section: its security settings apply to
-/// a `kafka://` target.
+/// a `kafka://` target; `eventhubs` names the connection string variable of
+/// an `eventhubs://` target.
 pub async fn run(
     args: &SimulateArgs,
     kafka: &sluice::sources::kafka::KafkaConfig,
+    eventhubs: &sluice::sources::eventhubs::EventHubsConfig,
 ) -> anyhow::Result<ExitCode> {
     let simulator = Simulator::new(args.sim_config())?;
-    if args.to.starts_with("kafka://") {
+    if args.to.starts_with("eventhubs://") {
+        let target = super::simulate_eventhubs::parse_target(&args.to, eventhubs)?;
+        let sent = super::simulate_eventhubs::produce(&target, simulator, args.rate).await?;
+        eprintln!("sluice: produced {sent} events to {}", args.to);
+    } else if args.to.starts_with("kafka://") {
         let target = super::simulate_kafka::parse_target(&args.to, kafka)?;
         let partitions = (args.partitions > 0).then_some(args.partitions);
         let sent =

@@ -33,7 +33,7 @@ pub fn parse_target(to: &str, security: &KafkaConfig) -> anyhow::Result<KafkaCon
 }
 
 /// The `user_id` of an event line, if it has one.
-fn user_key(line: &str) -> Option<String> {
+pub(super) fn user_key(line: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Keyed {
         user_id: Option<serde_json::Value>,

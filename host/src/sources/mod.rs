@@ -7,6 +7,8 @@
 //! [`Positions`] read back from the lake, and acknowledges its producer only
 //! when the envelope's ack fires (after the bronze commit).
 
+pub mod blob_checkpoints;
+pub mod eventhubs;
 pub mod file;
 pub mod http;
 pub mod kafka;

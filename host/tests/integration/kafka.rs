@@ -142,7 +142,7 @@ pub struct Sim {
 }
 
 impl Sim {
-    fn config(&self) -> sluice_simulator::SimConfig {
+    pub fn config(&self) -> sluice_simulator::SimConfig {
         sluice_simulator::SimConfig {
             seed: self.seed,
             events: self.events,

@@ -2,11 +2,13 @@
 //! and a real child process, in one test binary to keep link time down.
 
 mod azurite;
+mod checkpoint_store;
 mod cli;
 mod collector;
 mod common;
 mod crash;
 mod eventhubs;
+mod eventhubs_amqp;
 mod fixtures;
 mod gold;
 mod hostile;

@@ -1,0 +1,638 @@
+//! Azure Event Hubs source over AMQP (`azure_messaging_eventhubs`): reads
+//! partitions from the lake's positions, sends what arrives, and writes blob
+//! checkpoints after each bronze commit; ownership is shared through blobs.
+//!
+//! As with the Kafka source, the lake is the source of truth: a partition is
+//! (re)opened after the sequence number bronze holds for `<hub>/<id>`, and
+//! the checkpoint blobs are written only after the bronze commit, so the
+//! Event Hubs tools see the group's progress. With a checkpoint store,
+//! instances balance partitions as the Event Hubs processor does: ownership
+//! blobs claimed with ETag-conditional writes, renewed, and taken over once
+//! stale; each receiver opens with an owner level (epoch), so the hub itself
+//! disconnects an older reader of a partition that changed hands.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use azure_messaging_eventhubs::models::{Checkpoint, Ownership, ReceivedEventData};
+use azure_messaging_eventhubs::{
+    CheckpointStore, ConsumerClient, OpenReceiverOptions, StartLocation, StartPosition,
+};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::blob_checkpoints::{BlobCheckpointStore, BlobLocation, expired};
+use super::{Envelope, Positions, RawRecord};
+use crate::config::ConfigError;
+
+pub const SOURCE: &str = "eventhubs";
+
+/// How long a partition waits for more events before sending what it has.
+const LINGER: Duration = Duration::from_millis(20);
+/// Pause between ownership rounds while below the fair share.
+const CLAIM_AGAIN: Duration = Duration::from_secs(1);
+/// Longest pause between retries while the hub is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// `[eventhubs]`: the hub to consume over AMQP. Empty `hub` disables it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventHubsConfig {
+    /// The event hub's name.
+    pub hub: String,
+    pub consumer_group: String,
+    /// Name of the environment variable holding the connection string
+    /// (`Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…`).
+    pub connection_string_env: String,
+    /// Blob account URL of the checkpoint store, e.g.
+    /// `https://<account>.blob.core.windows.net`; empty: no checkpoints, and
+    /// this instance reads every partition.
+    pub checkpoint_url: String,
+    pub checkpoint_container: String,
+    /// Name of the environment variable holding the storage account's
+    /// Shared Key; empty: `AZURE_STORAGE_*` settings or managed identity.
+    pub checkpoint_key_env: String,
+    /// An ownership not renewed for this long may be taken over.
+    pub ownership_expiry_secs: u64,
+}
+
+impl Default for EventHubsConfig {
+    fn default() -> Self {
+        EventHubsConfig {
+            hub: String::new(),
+            consumer_group: "$Default".into(),
+            connection_string_env: "EVENTHUBS_CONNECTION_STRING".into(),
+            checkpoint_url: String::new(),
+            checkpoint_container: "sluice-checkpoints".into(),
+            checkpoint_key_env: String::new(),
+            ownership_expiry_secs: 30,
+        }
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: format!("eventhubs.{field}"),
+        message: message.into(),
+    }
+}
+
+impl EventHubsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.hub.trim().is_empty()
+    }
+
+    /// Refuses settings the source cannot work with, naming the field. The
+    /// connection string is checked for presence, never echoed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        if self.consumer_group.trim().is_empty() {
+            return Err(invalid("consumer_group", "must not be empty"));
+        }
+        if self.connection_string_env.trim().is_empty() {
+            return Err(invalid(
+                "connection_string_env",
+                "name the environment variable holding the connection string",
+            ));
+        }
+        match std::env::var(&self.connection_string_env) {
+            Err(_) => {
+                return Err(invalid(
+                    "connection_string_env",
+                    format!("the variable {} is not set", self.connection_string_env),
+                ));
+            }
+            Ok(conn) if namespace_of(&conn).is_none() => {
+                return Err(invalid(
+                    "connection_string_env",
+                    format!(
+                        "the value of {} has no Endpoint=sb://…",
+                        self.connection_string_env
+                    ),
+                ));
+            }
+            Ok(_) => {}
+        }
+        if !self.checkpoint_url.is_empty() {
+            self.validate_store()?;
+        }
+        Ok(())
+    }
+
+    fn validate_store(&self) -> Result<(), ConfigError> {
+        super::blob_checkpoints::account_name(&self.checkpoint_url)
+            .map_err(|e| invalid("checkpoint_url", e.to_string()))?;
+        let name_ok = (3..=63).contains(&self.checkpoint_container.len())
+            && self
+                .checkpoint_container
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !name_ok {
+            return Err(invalid(
+                "checkpoint_container",
+                "must be 3–63 lowercase letters, digits or dashes",
+            ));
+        }
+        if !self.checkpoint_key_env.is_empty()
+            && std::env::var_os(&self.checkpoint_key_env).is_none()
+        {
+            return Err(invalid(
+                "checkpoint_key_env",
+                format!("the variable {} is not set", self.checkpoint_key_env),
+            ));
+        }
+        if !(5..=3_600).contains(&self.ownership_expiry_secs) {
+            return Err(invalid(
+                "ownership_expiry_secs",
+                "must be between 5 and 3600",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The checkpoint store's location, if one is configured.
+    pub fn store_location(&self) -> Option<BlobLocation> {
+        if self.checkpoint_url.is_empty() {
+            return None;
+        }
+        Some(BlobLocation {
+            account_url: self.checkpoint_url.clone(),
+            container: self.checkpoint_container.clone(),
+            access_key: (!self.checkpoint_key_env.is_empty())
+                .then(|| std::env::var(&self.checkpoint_key_env).ok())
+                .flatten(),
+        })
+    }
+
+    fn connection_string(&self) -> anyhow::Result<String> {
+        std::env::var(&self.connection_string_env)
+            .map_err(|_| anyhow::anyhow!("{} is not set", self.connection_string_env))
+    }
+
+    /// Opens a consumer client for the hub.
+    pub async fn consumer(&self) -> anyhow::Result<ConsumerClient> {
+        ConsumerClient::builder()
+            .with_consumer_group(self.consumer_group.clone())
+            .open_with_connection_string(&self.connection_string()?, Some(&self.hub))
+            .await
+            .map_err(|e| anyhow::anyhow!("opening Event Hub {}: {e}", self.hub))
+    }
+}
+
+/// Picks rustls' crypto provider for the process. Needed because the build
+/// enables both `ring` (reqwest, object_store) and `aws-lc-rs` (the AMQP
+/// stack's rustls defaults), and rustls then refuses to guess, panicking on
+/// the first TLS connection. Idempotent.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// `<ns>.servicebus.windows.net` from a connection string's `Endpoint=sb://…/`.
+pub fn namespace_of(connection_string: &str) -> Option<String> {
+    connection_string
+        .split(';')
+        .find_map(|part| part.trim().strip_prefix("Endpoint=sb://"))
+        .map(|h| h.trim_end_matches('/').to_string())
+        .filter(|h| !h.is_empty())
+}
+
+/// The lake's partition name of partition `id` of `hub`.
+pub fn partition_name(hub: &str, id: &str) -> String {
+    format!("{hub}/{id}")
+}
+
+/// Where to open partition `id`: after the lake's sequence number, or at
+/// the earliest event the hub retains.
+pub fn start_position(hub: &str, id: &str, positions: &Positions) -> StartPosition {
+    match positions.get(&(SOURCE.to_string(), partition_name(hub, id))) {
+        Some(&done) => StartPosition {
+            location: StartLocation::SequenceNumber(done),
+            inclusive: false,
+        },
+        None => StartPosition {
+            location: StartLocation::Earliest,
+            inclusive: false,
+        },
+    }
+}
+
+/// The shared state of one running source.
+struct Ctx {
+    config: EventHubsConfig,
+    namespace: String,
+    client: ConsumerClient,
+    store: Option<BlobCheckpointStore>,
+    chunk: usize,
+    tx: mpsc::Sender<Envelope>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Consumes the hub until `stop`: every partition from `positions` without a
+/// checkpoint store; with one, the partitions this instance owns, each from
+/// the lake's position at claim time (read through `lake`, if shared).
+pub async fn run(
+    config: EventHubsConfig,
+    positions: Positions,
+    chunk: usize,
+    tx: mpsc::Sender<Envelope>,
+    stop: watch::Receiver<bool>,
+    lake: Option<crate::lake::Lake>,
+) -> anyhow::Result<()> {
+    install_tls_provider();
+    let namespace = namespace_of(&config.connection_string()?)
+        .ok_or_else(|| anyhow::anyhow!("the connection string has no Endpoint=sb://…"))?;
+    let store = match config.store_location() {
+        Some(location) => {
+            BlobCheckpointStore::ensure_container(&location).await?;
+            Some(BlobCheckpointStore::new(&location)?)
+        }
+        None => None,
+    };
+    let client = config.consumer().await?;
+    let ids = client
+        .get_eventhub_properties()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading Event Hub {}: {e}", config.hub))?
+        .partition_ids;
+    let ctx = Arc::new(Ctx {
+        config,
+        namespace,
+        client,
+        store,
+        chunk,
+        tx,
+        stop,
+    });
+    tracing::info!(
+        hub = ctx.config.hub,
+        partitions = ids.len(),
+        "event hubs source"
+    );
+    if ctx.store.is_none() {
+        let tasks: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let start = start_position(&ctx.config.hub, id, &positions);
+                tokio::spawn(read_partition(ctx.clone(), id.clone(), start, None))
+            })
+            .collect();
+        for task in tasks {
+            task.await??;
+        }
+        return Ok(());
+    }
+    balance(ctx, ids, positions, lake).await
+}
+
+/// The ownership loop: renews this instance's claims, claims free or stale
+/// partitions up to a fair share, and stops readers of partitions it lost.
+async fn balance(
+    ctx: Arc<Ctx>,
+    ids: Vec<String>,
+    positions: Positions,
+    lake: Option<crate::lake::Lake>,
+) -> anyhow::Result<()> {
+    let store = ctx.store.clone().expect("a checkpoint store");
+    let owner = uuid::Uuid::new_v4().to_string();
+    let expiry = Duration::from_secs(ctx.config.ownership_expiry_secs);
+    let mut readers: BTreeMap<String, (watch::Sender<bool>, tokio::task::JoinHandle<_>)> =
+        BTreeMap::new();
+    let mut stop = ctx.stop.clone();
+    loop {
+        let scope = Scope {
+            namespace: ctx.namespace.clone(),
+            hub: ctx.config.hub.clone(),
+            group: ctx.config.consumer_group.clone(),
+        };
+        let (owned, share) = match claim_round(&store, &scope, &owner, &ids, expiry).await {
+            Ok(round) => (round.owned, round.share),
+            Err(e) => {
+                tracing::warn!("event hubs ownership round failed ({e}); retrying");
+                (readers.keys().cloned().collect(), 0)
+            }
+        };
+        readers.retain(|id, (lost, _)| {
+            let keep = owned.contains(id);
+            if !keep {
+                tracing::info!(partition = id, "ownership lost; stopping its reader");
+                let _ = lost.send(true);
+            }
+            keep
+        });
+        let new: Vec<String> = owned
+            .iter()
+            .filter(|id| !readers.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in &new {
+            let positions = match &lake {
+                Some(lake) => crate::pipeline::shared::lake_positions(lake).await?,
+                None => positions.clone(),
+            };
+            let start = start_position(&ctx.config.hub, id, &positions);
+            let (lost_tx, lost_rx) = watch::channel(false);
+            let task = tokio::spawn(read_partition(
+                ctx.clone(),
+                id.clone(),
+                start,
+                Some(lost_rx),
+            ));
+            readers.insert(id.clone(), (lost_tx, task));
+        }
+        tokio::select! {
+            _ = stopped(&mut stop) => break,
+            // Below its share an instance looks again soon; else it renews.
+            _ = tokio::time::sleep(if readers.len() < share {
+                CLAIM_AGAIN
+            } else {
+                expiry / 3
+            }) => {}
+        }
+    }
+    for (_, (_, task)) in readers {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// Which hub and consumer group ownership is kept for.
+pub struct Scope {
+    pub namespace: String,
+    pub hub: String,
+    pub group: String,
+}
+
+/// The outcome of one ownership round.
+pub struct Round {
+    /// Partitions this instance owns now.
+    pub owned: HashSet<String>,
+    /// Its fair share among the live owners.
+    pub share: usize,
+}
+
+/// One ownership round, the Event Hubs processor's balanced strategy: renew
+/// what this `owner` holds, then claim at most one free or stale partition
+/// while below the fair share (so instances starting together interleave
+/// instead of the first taking everything). Live owners are never robbed.
+pub async fn claim_round(
+    store: &BlobCheckpointStore,
+    scope: &Scope,
+    owner: &str,
+    ids: &[String],
+    expiry: Duration,
+) -> azure_core::Result<Round> {
+    let current = store
+        .list_ownerships(&scope.namespace, &scope.hub, &scope.group)
+        .await?;
+    let live: Vec<&Ownership> = current.iter().filter(|o| !expired(o, expiry)).collect();
+    let mut owners: HashSet<&str> = live.iter().filter_map(|o| o.owner_id.as_deref()).collect();
+    owners.insert(owner);
+    let share = crate::cluster::fair_share(ids.len(), owners.len());
+    let mut wanted: Vec<Ownership> = live
+        .iter()
+        .filter(|o| o.owner_id.as_deref() == Some(owner))
+        .map(|o| (*o).clone())
+        .collect();
+    let taken: HashSet<&str> = live.iter().map(|o| o.partition_id.as_str()).collect();
+    let free = ids.iter().find(|id| !taken.contains(id.as_str()));
+    if let Some(id) = free.filter(|_| wanted.len() < share) {
+        // Free (never claimed) or stale: claim with the blob's ETag, if any,
+        // so that of several instances claiming it only one wins.
+        let stale = current.iter().find(|o| &o.partition_id == id);
+        wanted.push(Ownership {
+            fully_qualified_namespace: scope.namespace.clone(),
+            event_hub_name: scope.hub.clone(),
+            consumer_group: scope.group.clone(),
+            partition_id: id.clone(),
+            owner_id: Some(owner.to_string()),
+            etag: stale.and_then(|o| o.etag.clone()),
+            last_modified_time: None,
+        });
+    }
+    let claimed = store.claim_ownership(&wanted).await?;
+    Ok(Round {
+        owned: claimed.into_iter().map(|o| o.partition_id).collect(),
+        share,
+    })
+}
+
+/// Reads partition `id` from `start` until `stop` or `lost`, reconnecting
+/// with backoff after errors (from the last event sent, so nothing is skipped
+/// or repeated).
+async fn read_partition(
+    ctx: Arc<Ctx>,
+    id: String,
+    mut start: StartPosition,
+    mut lost: Option<watch::Receiver<bool>>,
+) -> anyhow::Result<()> {
+    let source: Arc<str> = Arc::from(SOURCE);
+    let name: Arc<str> = Arc::from(partition_name(&ctx.config.hub, &id).as_str());
+    let mut stop = ctx.stop.clone();
+    let mut backoff = Duration::from_millis(100);
+    let epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    loop {
+        let options = OpenReceiverOptions {
+            // A newer owner's epoch makes the hub drop an older reader.
+            owner_level: lost.as_ref().map(|_| epoch),
+            start_position: Some(start.clone()),
+            receive_timeout: None,
+            prefetch: Some((ctx.chunk as u32).clamp(100, 2_000)),
+        };
+        let result = async {
+            let receiver = ctx
+                .client
+                .open_receiver_on_partition(id.clone(), Some(options))
+                .await?;
+            let mut events = Box::pin(receiver.stream_events());
+            loop {
+                let first = tokio::select! {
+                    biased;
+                    _ = stopped(&mut stop) => return Ok(true),
+                    _ = lost_signal(&mut lost) => return Ok(true),
+                    first = events.next() => first,
+                };
+                let Some(first) = first else { return Ok(false) };
+                let mut batch = vec![first?];
+                while batch.len() < ctx.chunk {
+                    match tokio::time::timeout(LINGER, events.next()).await {
+                        Ok(Some(Ok(event))) => batch.push(event),
+                        _ => break,
+                    }
+                }
+                backoff = Duration::from_millis(100);
+                let Some(last) = send(&ctx, &id, &source, &name, batch).await else {
+                    return Ok(true);
+                };
+                start = StartPosition {
+                    location: StartLocation::SequenceNumber(last),
+                    inclusive: false,
+                };
+            }
+        }
+        .await;
+        match result {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => {
+                let e: azure_messaging_eventhubs::EventHubsError = e;
+                tracing::warn!(partition = id, "event hubs receive failed ({e}); retrying");
+            }
+        }
+        tokio::select! {
+            _ = stopped(&mut stop) => return Ok(()),
+            _ = lost_signal(&mut lost) => return Ok(()),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Sends `events` as one envelope and checkpoints once bronze holds them.
+/// Returns the last sequence number sent, or `None` if the pipeline is gone.
+async fn send(
+    ctx: &Arc<Ctx>,
+    id: &str,
+    source: &Arc<str>,
+    name: &Arc<str>,
+    events: Vec<ReceivedEventData>,
+) -> Option<i64> {
+    let records: Vec<RawRecord> = events
+        .iter()
+        .map(|e| RawRecord {
+            // An empty body still goes to bronze and on to quarantine.
+            payload: Bytes::copy_from_slice(e.event_data().body().unwrap_or_default()),
+            source: source.clone(),
+            partition: name.clone(),
+            offset: e.sequence_number().unwrap_or_default(),
+        })
+        .collect();
+    let last = records.iter().map(|r| r.offset).max()?;
+    let last_offset = events.last().and_then(|e| e.offset().clone());
+    let (ack, acked) = oneshot::channel();
+    let envelope = Envelope {
+        records,
+        ack: Some(ack),
+    };
+    ctx.tx.send(envelope).await.ok()?;
+    if let Some(store) = ctx.store.clone() {
+        let checkpoint = Checkpoint {
+            fully_qualified_namespace: ctx.namespace.clone(),
+            event_hub_name: ctx.config.hub.clone(),
+            consumer_group: ctx.config.consumer_group.clone(),
+            partition_id: id.to_string(),
+            offset: last_offset,
+            sequence_number: Some(last),
+        };
+        tokio::spawn(checkpoint_when_durable(store, checkpoint, acked));
+    }
+    Some(last)
+}
+
+/// Writes the checkpoint blob after the bronze commit. Failures only make the
+/// hub's lag view stale: logged, not fatal.
+async fn checkpoint_when_durable(
+    store: BlobCheckpointStore,
+    checkpoint: Checkpoint,
+    acked: oneshot::Receiver<Result<(), String>>,
+) {
+    let Ok(Ok(())) = acked.await else { return };
+    if let Err(e) = store.update_checkpoint(checkpoint).await {
+        tracing::debug!("writing an event hubs checkpoint for lag visibility: {e}");
+    }
+}
+
+/// Resolves once `stop` turns true; never if its sender is gone.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Resolves once the partition's ownership is lost; never without sharing.
+async fn lost_signal(lost: &mut Option<watch::Receiver<bool>>) {
+    match lost {
+        Some(lost) => stopped(lost).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VAR: &str = "SLUICE_TEST_EVENTHUBS_UNIT_CONN";
+
+    fn enabled() -> EventHubsConfig {
+        // SAFETY: only this test module sets this variable, to one value.
+        unsafe {
+            std::env::set_var(
+                VAR,
+                "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=x",
+            )
+        };
+        EventHubsConfig {
+            hub: "events".into(),
+            connection_string_env: VAR.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bad_settings_name_the_field() {
+        type Change = fn(&mut EventHubsConfig);
+        let cases: [(&str, Change); 6] = [
+            ("eventhubs.consumer_group", |c| {
+                c.consumer_group = " ".into()
+            }),
+            ("eventhubs.connection_string_env", |c| {
+                c.connection_string_env = String::new()
+            }),
+            ("eventhubs.connection_string_env", |c| {
+                c.connection_string_env = "SLUICE_TEST_SURELY_UNSET_VARIABLE".into()
+            }),
+            ("eventhubs.checkpoint_url", |c| {
+                c.checkpoint_url = "http://127.0.0.1:10000".into()
+            }),
+            ("eventhubs.checkpoint_container", |c| {
+                c.checkpoint_url = "https://acme.blob.core.windows.net".into();
+                c.checkpoint_container = "Bad_Name".into();
+            }),
+            ("eventhubs.ownership_expiry_secs", |c| {
+                c.checkpoint_url = "https://acme.blob.core.windows.net".into();
+                c.ownership_expiry_secs = 1;
+            }),
+        ];
+        for (field, change) in cases {
+            let mut config = enabled();
+            change(&mut config);
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+            assert!(!err.contains("SharedAccessKey="), "no secret in {err}");
+        }
+        assert!(enabled().validate().is_ok());
+        assert!(EventHubsConfig::default().validate().is_ok(), "disabled");
+    }
+
+    #[test]
+    fn resumes_after_the_lake_position_or_from_the_earliest() {
+        let mut positions = Positions::new();
+        positions.insert((SOURCE.into(), partition_name("h", "1")), 41);
+        let p1 = start_position("h", "1", &positions);
+        assert!(matches!(p1.location, StartLocation::SequenceNumber(41)));
+        assert!(!p1.inclusive, "after the committed event");
+        let p0 = start_position("h", "0", &positions);
+        assert!(matches!(p0.location, StartLocation::Earliest));
+        assert_eq!(
+            namespace_of("Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKey=x").as_deref(),
+            Some("ns.servicebus.windows.net")
+        );
+        assert_eq!(namespace_of("SharedAccessKey=x"), None);
+    }
+}
