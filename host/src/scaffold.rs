@@ -58,6 +58,15 @@ pub fn create(name: &str, layer: Layer, parent: &Path, repo: &Path) -> anyhow::R
     write(&dir.join("Cargo.toml"), &fill(CARGO_TOML))?;
     write(&dir.join("src/lib.rs"), &fill(lib))?;
     write(&dir.join("README.md"), &fill(README))?;
+    // The host's toolchain pin (with the wasm32-wasip2 target), so the
+    // plugin builds with the compiler the host was tested with.
+    let pin = repo.join("rust-toolchain.toml");
+    if pin.is_file() {
+        write(
+            &dir.join("rust-toolchain.toml"),
+            &std::fs::read_to_string(&pin)?,
+        )?;
+    }
     for file in ["events.ndjson", "expected.ndjson"] {
         let from = plugins.join(layer.as_str()).join("fixtures").join(file);
         let text = std::fs::read_to_string(&from)
