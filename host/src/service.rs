@@ -44,6 +44,12 @@ pub async fn open_with_lifecycle(
     Ok((pipeline, lifecycle, validator))
 }
 
+/// Each layer's active plugin (the registry's latest deploy, else the
+/// configured one), without opening the pipeline.
+pub fn active_plugins(config: &Config) -> anyhow::Result<Plugins> {
+    open_lifecycle(config)?.0.load_plugins()
+}
+
 fn open_lifecycle(config: &Config) -> anyhow::Result<(Lifecycle, Validator)> {
     let runtime = Arc::new(Runtime::new(Some(config.cache_dir()))?);
     let validator = Validator::new(runtime, config);

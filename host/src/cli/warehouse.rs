@@ -4,8 +4,6 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use sluice::config::Config;
-use sluice::pipeline::Plugins;
-use sluice::runtime::Runtime;
 use sluice::sinks::warehouse::Loader;
 
 #[derive(clap::Subcommand)]
@@ -23,8 +21,8 @@ fn loader(config: &Config) -> anyhow::Result<Loader> {
         .dialect()?
         .context("no warehouse configured: set [warehouse] kind = \"postgres\" or \"synapse\"")?;
     config.warehouse.connection()?;
-    let runtime = Runtime::new(Some(config.cache_dir()))?;
-    let plugins = Plugins::load(&runtime, config)?;
+    // The gold tables of the active gold plugin, deployed ones included.
+    let plugins = sluice::service::active_plugins(config)?;
     sluice::service::warehouse_loader(config, plugins.gold.meta())?
         .context("no warehouse configured: set [warehouse] kind = \"postgres\" or \"synapse\"")
 }

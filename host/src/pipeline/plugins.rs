@@ -1,15 +1,14 @@
-//! The active plugin of each layer: the embedded default or a configured
-//! `.wasm`, checked against what the host needs from that layer.
+//! The active plugin of each layer, and the checks a plugin must pass to
+//! serve a layer (chosen by `lifecycle`: registry, config or embedded).
 
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use deltalake::arrow::datatypes::DataType;
 
-use crate::config::Config;
 use crate::layers::{bronze, quarantine, silver};
 use crate::runtime::contract::WriteMode;
-use crate::runtime::{Layer, LoadedPlugin, Runtime, embedded};
+use crate::runtime::{Layer, LoadedPlugin};
 
 /// Tables the host owns; a gold plugin may not declare these names.
 pub const RESERVED_TABLES: [&str; 4] = [
@@ -28,27 +27,6 @@ pub struct Plugins {
 }
 
 impl Plugins {
-    /// Loads the configured plugins, falling back to the embedded defaults.
-    pub fn load(runtime: &Runtime, config: &Config) -> anyhow::Result<Plugins> {
-        let limits = config.plugin_limits();
-        let load =
-            |layer: Layer, path: &Option<std::path::PathBuf>| -> anyhow::Result<LoadedPlugin> {
-                let plugin = match path {
-                    Some(path) => runtime.load_file(path, limits)?,
-                    None => runtime
-                        .load(embedded::default_plugin(layer), limits)
-                        .with_context(|| format!("loading the embedded {layer} plugin"))?,
-                };
-                check_layer(&plugin, layer, path.as_deref())?;
-                Ok(plugin)
-            };
-        Ok(Plugins {
-            bronze: load(Layer::Bronze, &config.plugins.bronze)?,
-            silver: load(Layer::Silver, &config.plugins.silver)?,
-            gold: load(Layer::Gold, &config.plugins.gold)?,
-        })
-    }
-
     /// Makes `plugin` the active one of `layer`.
     pub fn set(&mut self, layer: Layer, plugin: LoadedPlugin) {
         match layer {

@@ -9,7 +9,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use sluice::config::Config;
 use sluice::lake::{Lake, StorageOptions};
 
@@ -52,44 +51,26 @@ fn azure_config(url: &str, cache: &Path, files: Vec<std::path::PathBuf>) -> Conf
     config
 }
 
-async fn rows(lake: &Lake, sql: &str) -> Vec<String> {
-    let batches = sluice::query::sql(lake, sql).await.unwrap();
-    let mut out: Vec<String> = batches
-        .iter()
-        .flat_map(sluice::plugin_test::row_maps)
-        .map(|m| Value::Object(m).to_string())
-        .collect();
-    out.sort();
-    out
-}
-
-async fn count(lake: &Lake, sql: &str) -> i64 {
-    let rows = rows(lake, sql).await;
-    let v: Value = serde_json::from_str(&rows[0]).unwrap();
-    v.as_object()
-        .unwrap()
-        .values()
-        .next()
-        .unwrap()
-        .as_i64()
-        .unwrap()
-}
-
 /// Bronze, silver and every gold table equal what `lines` must give.
 async fn assert_lake_matches(lake: &Lake, lines: &[String], lateness_secs: u64) {
     let expected = Expected::compute(lines, lateness_secs as i64 * 1_000_000);
-    let bronze = count(lake, "SELECT COUNT(*) FROM bronze_events").await;
+    let bronze = common::count_in(lake, "SELECT COUNT(*) FROM bronze_events").await;
     assert_eq!(
         bronze as usize,
         lines.len(),
         "bronze keeps every record once"
     );
-    let silver = count(lake, "SELECT COUNT(*) FROM silver_events").await;
-    let distinct = count(lake, "SELECT COUNT(DISTINCT event_id) FROM silver_events").await;
+    let silver = common::count_in(lake, "SELECT COUNT(*) FROM silver_events").await;
+    let distinct =
+        common::count_in(lake, "SELECT COUNT(DISTINCT event_id) FROM silver_events").await;
     assert_eq!(silver as usize, expected.accepted.len());
     assert_eq!(distinct, silver, "silver holds each event once");
     for (table, sql) in GOLD_QUERIES {
-        common::assert_same_rows(table, &rows(lake, sql).await, &expected.table(table));
+        common::assert_same_rows(
+            table,
+            &common::rows_in(lake, sql).await,
+            &expected.table(table),
+        );
     }
 }
 
@@ -133,23 +114,17 @@ async fn the_pipeline_runs_with_its_lake_in_azure_blob_storage() {
     assert_lake_matches(&lake, &lines, config.lateness.allowed_secs).await;
 
     // The CLI reads the same tables.
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "query",
-            "SELECT COUNT(*) AS n FROM bronze_events",
-            "--lake",
-            &url,
-        ])
-        .env("SLUICE_LAKE_OPTIONS__AZURE_STORAGE_USE_EMULATOR", "true")
-        .env("AZURITE_BLOB_STORAGE_URL", &endpoint)
-        .env("SLUICE_CACHE_DIR", dir.path().join("cache"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = common::run_ok(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args([
+                "query",
+                "SELECT COUNT(*) AS n FROM bronze_events",
+                "--lake",
+                &url,
+            ])
+            .env("SLUICE_LAKE_OPTIONS__AZURE_STORAGE_USE_EMULATOR", "true")
+            .env("AZURITE_BLOB_STORAGE_URL", &endpoint)
+            .env("SLUICE_CACHE_DIR", dir.path().join("cache")),
     );
     assert!(stdout.contains(&format!("| {} ", lines.len())), "{stdout}");
 }

@@ -4,6 +4,8 @@
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 
+use crate::common;
+
 fn sluice() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
 }
@@ -84,16 +86,10 @@ async fn sigterm_drains_commits_and_query_reads_the_result() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
 
-    let out = sluice()
-        .args(["query", "select count(*) as n from silver_events", "--lake"])
-        .arg(&lake)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = common::run_ok(
+        sluice()
+            .args(["query", "select count(*) as n from silver_events", "--lake"])
+            .arg(&lake),
     );
     assert!(stdout.lines().any(|l| l.trim() == "| 20 |"), "{stdout}");
 }

@@ -72,8 +72,12 @@ pub async fn run_to_end(config: &Config) -> sluice::pipeline::Totals {
 
 /// Rows of a SQL query over the lake, as sorted JSON strings.
 pub async fn rows(lake: &Path, sql: &str) -> Vec<String> {
-    let lake = Lake::local(lake).unwrap();
-    let batches = sluice::query::sql(&lake, sql).await.unwrap();
+    rows_in(&Lake::local(lake).unwrap(), sql).await
+}
+
+/// Rows of a SQL query over an open lake (local or remote), sorted JSON.
+pub async fn rows_in(lake: &Lake, sql: &str) -> Vec<String> {
+    let batches = sluice::query::sql(lake, sql).await.unwrap();
     let mut out: Vec<String> = batches
         .iter()
         .flat_map(sluice::plugin_test::row_maps)
@@ -84,7 +88,12 @@ pub async fn rows(lake: &Path, sql: &str) -> Vec<String> {
 }
 
 pub async fn count(lake: &Path, sql: &str) -> i64 {
-    let rows = rows(lake, sql).await;
+    count_in(&Lake::local(lake).unwrap(), sql).await
+}
+
+/// The single value of a `SELECT COUNT(...)` over an open lake.
+pub async fn count_in(lake: &Lake, sql: &str) -> i64 {
+    let rows = rows_in(lake, sql).await;
     let v: Value = serde_json::from_str(&rows[0]).unwrap();
     v.as_object()
         .unwrap()
@@ -93,6 +102,19 @@ pub async fn count(lake: &Path, sql: &str) -> i64 {
         .unwrap()
         .as_i64()
         .unwrap()
+}
+
+/// Runs `command` (a `sluice` child, say), fails the test with its stderr
+/// unless it succeeds, and returns its stdout.
+pub fn run_ok(command: &mut std::process::Command) -> String {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        command.get_args().collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// One accepted event, parsed independently of the plugins.

@@ -440,25 +440,20 @@ async fn replay_after_a_buggy_version_gives_what_the_fixed_one_would_have() {
     assert_eq!(common::count(&lake, buggy_rows).await, 0);
 
     // Offline, by time, gold only: a rebuild from the same silver changes nothing.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "replay",
-            "--layer",
-            "gold",
-            "--since",
-            "2000-01-01T00:00:00Z",
-            "--offline",
-        ])
-        .arg("--lake")
-        .arg(&lake)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = common::run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args([
+                "replay",
+                "--layer",
+                "gold",
+                "--since",
+                "2000-01-01T00:00:00Z",
+                "--offline",
+            ])
+            .arg("--lake")
+            .arg(&lake),
     );
-    let report: ReplayReport = serde_json::from_slice(&out.stdout).unwrap();
+    let report: ReplayReport = serde_json::from_str(&stdout).unwrap();
     assert_eq!((report.layer.as_str(), report.from_batch), ("gold", 1));
     assert_pipeline_matches(&lake, &all).await;
 }
@@ -488,19 +483,12 @@ async fn a_scaffolded_plugin_builds_passes_its_fixtures_and_deploys() {
     let dir = tempfile::tempdir().unwrap();
     let sluice = env!("CARGO_BIN_EXE_sluice");
     let run = |args: &[&str], cwd: &Path| {
-        let out = std::process::Command::new(sluice)
-            .args(args)
-            .current_dir(cwd)
-            .env("SLUICE_ADMIN_TOKEN", TOKEN)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "sluice {args:?}: {text}");
-        text
+        common::run_ok(
+            std::process::Command::new(sluice)
+                .args(args)
+                .current_dir(cwd)
+                .env("SLUICE_ADMIN_TOKEN", TOKEN),
+        )
     };
     run(
         &["plugin", "new", "acme-rules", "--layer", "silver"],
@@ -571,12 +559,7 @@ fn build_scaffold(crate_dir: &Path) -> PathBuf {
     ] {
         cmd.env_remove(var);
     }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "cargo build: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(&mut cmd);
     target.join("wasm32-wasip2/release/acme_rules.wasm")
 }
 

@@ -259,19 +259,13 @@ async fn incremental_loads_into_postgres_equal_gold_exactly_once() {
 
     // The same load again, in-process and from the CLI: nothing moves.
     assert_eq!(loader.load(&lake).await.unwrap(), vec![]);
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["warehouse", "load", "--lake"])
-        .arg(&lake_dir)
-        .env("SLUICE_WAREHOUSE__KIND", "postgres")
-        .env("SLUICE_WAREHOUSE_CONNECTION", &url)
-        .env("SLUICE_CACHE_DIR", dir.path().join("cache"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = common::run_ok(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["warehouse", "load", "--lake"])
+            .arg(&lake_dir)
+            .env("SLUICE_WAREHOUSE__KIND", "postgres")
+            .env("SLUICE_WAREHOUSE_CONNECTION", &url)
+            .env("SLUICE_CACHE_DIR", dir.path().join("cache")),
     );
     assert!(stdout.contains("nothing new to load"), "{stdout}");
     assert_warehouse_equals_gold(&client, &lake_dir).await;
@@ -296,22 +290,17 @@ async fn sluice_run_loads_the_warehouse_continuously() {
     let file = dir.path().join("events.ndjson");
     common::write_lines(&file, &lines);
     let lake_dir = dir.path().join("lake");
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "--listen", "", "--lake"])
-        .arg(&lake_dir)
-        .arg("--replay")
-        .arg(&file)
-        .env("SLUICE_WAREHOUSE__KIND", "postgres")
-        .env("SLUICE_WAREHOUSE__INTERVAL_SECS", "1")
-        .env("SLUICE_WAREHOUSE_CONNECTION", &url)
-        .env("SLUICE_BATCH__MAX_EVENTS", "500")
-        .env("SLUICE_CACHE_DIR", dir.path().join("cache"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_ok(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", "--listen", "", "--lake"])
+            .arg(&lake_dir)
+            .arg("--replay")
+            .arg(&file)
+            .env("SLUICE_WAREHOUSE__KIND", "postgres")
+            .env("SLUICE_WAREHOUSE__INTERVAL_SECS", "1")
+            .env("SLUICE_WAREHOUSE_CONNECTION", &url)
+            .env("SLUICE_BATCH__MAX_EVENTS", "500")
+            .env("SLUICE_CACHE_DIR", dir.path().join("cache")),
     );
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
