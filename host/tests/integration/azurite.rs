@@ -223,6 +223,10 @@ fn spawn_run(lake: &str, file: &Path, cache: &Path, azurite: &str) -> Child {
         .env("SLUICE_CACHE_DIR", cache)
         .env("SLUICE_BATCH__MAX_EVENTS", "1000")
         .env("SLUICE_LOG", "warn,sluice=info")
+        // object_store's own retries (10, up to minutes) would otherwise
+        // absorb a short outage before Sluice's backoff ever saw it; with
+        // one retry the outage reaches the layer this test is about.
+        .env("SLUICE_LAKE_OPTIONS__MAX_RETRIES", "1")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
@@ -254,6 +258,10 @@ async fn a_storage_outage_mid_run_loses_and_repeats_nothing() {
         committed += line.contains("batch committed") as usize;
     }
     azurite.down();
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "sluice finished before storage went away; the outage would prove nothing"
+    );
     std::thread::sleep(Duration::from_secs(4));
     azurite.up();
     let mut rest = String::new();

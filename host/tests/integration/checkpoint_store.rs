@@ -185,9 +185,12 @@ async fn two_owners_balance_and_take_over_in_azurite() {
     assert_eq!((a.len(), b.len()), (2, 2), "a {a:?}, b {b:?}");
     assert!(a.is_disjoint(&b), "a {a:?}, b {b:?}");
 
-    // a stops renewing; with a 1 s expiry b takes all four, one a round.
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
-    let short = Duration::from_secs(1);
+    // a stops renewing; with a 3 s expiry b takes all four, one a round.
+    // Blob Last-Modified has one-second resolution, so a renewal can look
+    // up to a second older than it is: the expiry leaves room for that and
+    // for slow rounds on a loaded machine, and a's claims are 4 s old.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let short = Duration::from_secs(3);
     for _ in 0..4 {
         b = claim_round(&store, &scope, "b", &ids, short)
             .await
