@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use deltalake::arrow::array::RecordBatch;
 use sluice::config::Config;
-use sluice::layers::{add_lineage, bronze, drop_column, silver};
+use sluice::layers::{bronze, silver};
 use sluice::runtime::{Layer, Limits, Runtime, embedded};
 use sluice_plugin_sdk::Plugin;
 
@@ -180,8 +180,10 @@ fn layers_wasm_vs_native(lines: &[String]) {
     let (silver_wasm, out) = time(|| s.transform(&bronze_rows).expect("silver"));
     let (silver_native, _) = time(|| native::<sluice_plugin_silver::Silver>(&bronze_rows));
     let mut dedup = silver::DedupState::new(3_600_000_000);
-    let (accepted, _) = silver::deduplicate(&mut dedup, &out[silver::TABLE]).expect("dedup");
-    let silver_rows = add_lineage(&drop_column(&accepted, "input_row"), 1, "bench");
+    let input = bronze::RawColumns::new(&bronze_rows).expect("bronze columns");
+    let (accepted, _) =
+        silver::deduplicate(&mut dedup, &out[silver::TABLE], &input).expect("dedup");
+    let silver_rows = silver::to_stored(&accepted, &bronze_rows, 1, "bench").expect("stored");
     let (gold_wasm, _) = time(|| g.transform(&silver_rows).expect("gold"));
     let (gold_native, _) = time(|| native::<sluice_plugin_gold::Gold>(&silver_rows));
     println!(

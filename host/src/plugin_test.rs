@@ -18,8 +18,8 @@ use deltalake::arrow::array::{
 use deltalake::arrow::datatypes::{DataType, TimeUnit};
 use serde_json::{Map, Value, json};
 
+use crate::layers::bronze::{self, RawColumns};
 use crate::layers::silver::{self, DedupState};
-use crate::layers::{add_lineage, bronze, drop_column};
 use crate::runtime::{Layer, Limits, LoadedPlugin, Runtime, embedded};
 use crate::sources::RawRecord;
 
@@ -81,10 +81,11 @@ pub fn layer_input(
         .remove(silver::TABLE)
         .context("silver plugin emitted no silver_events")?;
     let mut dedup = DedupState::new(FIXTURE_LATENESS_MICROS);
+    let input = RawColumns::new(&bronze_rows).map_err(anyhow::Error::msg)?;
     let (accepted, _) =
-        silver::deduplicate(&mut dedup, &silver_rows).map_err(anyhow::Error::msg)?;
-    let stored = drop_column(&accepted, sluice_plugin_sdk::schemas::INPUT_ROW);
-    Ok(add_lineage(&stored, 1, &silver_plugin.meta().producer()))
+        silver::deduplicate(&mut dedup, &silver_rows, &input).map_err(anyhow::Error::msg)?;
+    silver::to_stored(&accepted, &bronze_rows, 1, &silver_plugin.meta().producer())
+        .map_err(anyhow::Error::msg)
 }
 
 /// Runs the plugin on the fixtures; returns its outputs as expectation rows.

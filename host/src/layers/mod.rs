@@ -35,15 +35,3 @@ pub fn add_lineage(rows: &RecordBatch, batch: i64, producer: &str) -> RecordBatc
     RecordBatch::try_new(with_lineage_fields(&rows.schema()), columns)
         .expect("lineage columns match the extended schema")
 }
-
-/// `rows` without the named column (used to strip `input_row`).
-pub fn drop_column(rows: &RecordBatch, name: &str) -> RecordBatch {
-    match rows.schema().index_of(name) {
-        Ok(i) => {
-            let mut rows = rows.clone();
-            rows.remove_column(i);
-            rows
-        }
-        Err(_) => rows.clone(),
-    }
-}

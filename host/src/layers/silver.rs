@@ -1,26 +1,53 @@
-//! Silver's host-owned state: event-id deduplication bounded by an event-time
-//! watermark. Runs on the silver plugin's output, in arrival order.
+//! Silver's host-owned state: event-id deduplication bounded by event-time
+//! watermarks, and the lineage columns a stored silver row carries. Runs on
+//! the silver plugin's output, in arrival order.
 //!
-//! The watermark is the newest accepted event time minus the allowed
-//! lateness, advanced event by event; so whether an event is accepted, a
-//! duplicate or late depends only on arrival order, never on where batch
+//! A watermark is the newest accepted event time of a stream minus the
+//! allowed lateness, advanced event by event. A stream is one partition of
+//! an ordered log (a Kafka or Event Hubs partition) or, for the other
+//! sources, the whole source: reading a backlog partition by partition must
+//! not make one partition's events late because another was read first. So
+//! whether an event is accepted, a duplicate or late depends only on the
+//! order within its stream, never on how streams interleave or where batch
 //! boundaries fall. That is what makes a replay after a crash give the same
 //! silver table as an uninterrupted run.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use deltalake::arrow::array::BooleanArray;
 use deltalake::arrow::array::{
-    Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
+    Array, ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
 };
-use deltalake::arrow::compute::{filter_record_batch, sort_to_indices, take_record_batch};
+use deltalake::arrow::compute::{filter_record_batch, sort_to_indices, take, take_record_batch};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use sluice_plugin_sdk::schemas::INPUT_ROW;
+
+use super::bronze::RawColumns;
 
 pub const TABLE: &str = "silver_events";
 /// Columns the host needs in a silver plugin's `silver_events` output.
 pub const EVENT_ID: &str = "event_id";
 pub const EVENT_TIME: &str = "event_time";
+/// Host-added lineage: the bronze record a silver row came from.
+pub const SOURCE_COLUMNS: [&str; 3] = ["source", "source_partition", "source_offset"];
+
+/// Sources whose partitions are ordered logs; each partition is a stream
+/// with its own watermark. Files and HTTP requests share one per source.
+const PARTITIONED_SOURCES: [&str; 2] = [
+    crate::sources::kafka::SOURCE,
+    crate::sources::eventhubs::SOURCE,
+];
+
+/// The stream (watermark scope) of a record from `source`/`partition`.
+pub fn stream_key(source: &str, partition: &str) -> String {
+    if PARTITIONED_SOURCES.contains(&source) {
+        format!("{source}:{partition}")
+    } else {
+        source.to_string()
+    }
+}
 
 /// What the host decided for one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,11 +57,20 @@ pub enum Verdict {
     Late { watermark: i64 },
 }
 
-/// Event ids seen within the lateness window, and the newest event time.
+/// An accepted id: its event time and the stream it came from.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    time: i64,
+    stream: u32,
+}
+
+/// Event ids seen within the lateness window, and the newest event time of
+/// each stream.
 #[derive(Debug, Default)]
 pub struct DedupState {
-    seen: HashMap<Box<str>, i64>,
-    newest: Option<i64>,
+    seen: HashMap<Box<str>, Seen>,
+    stream_ids: HashMap<Box<str>, u32>,
+    newest: Vec<Option<i64>>,
     lateness_micros: i64,
 }
 
@@ -46,33 +82,58 @@ impl DedupState {
         }
     }
 
-    /// Rebuilds the state from accepted events (id, event time), as read
-    /// back from the silver table.
+    /// Rebuilds the state from accepted events (id, event time, stream), as
+    /// read back from the silver table.
     pub fn restore(
         lateness_micros: i64,
-        accepted: impl IntoIterator<Item = (String, i64)>,
+        accepted: impl IntoIterator<Item = (String, i64, String)>,
     ) -> Self {
         let mut state = DedupState::new(lateness_micros);
-        for (id, t) in accepted {
-            state.newest = Some(state.newest.map_or(t, |n| n.max(t)));
-            state.seen.insert(id.into_boxed_str(), t);
+        for (id, time, stream) in accepted {
+            let stream = state.stream(&stream);
+            state.advance(stream, time);
+            state
+                .seen
+                .insert(id.into_boxed_str(), Seen { time, stream });
         }
         state.prune();
         state
     }
 
-    /// Events older than this are late.
-    pub fn watermark(&self) -> Option<i64> {
-        self.newest.map(|n| n - self.lateness_micros)
+    fn stream(&mut self, key: &str) -> u32 {
+        if let Some(&id) = self.stream_ids.get(key) {
+            return id;
+        }
+        let id = self.newest.len() as u32;
+        self.newest.push(None);
+        self.stream_ids.insert(key.into(), id);
+        id
+    }
+
+    fn advance(&mut self, stream: u32, time: i64) {
+        let newest = &mut self.newest[stream as usize];
+        *newest = Some(newest.map_or(time, |n| n.max(time)));
+    }
+
+    fn watermark_of(&self, stream: u32) -> Option<i64> {
+        self.newest[stream as usize].map(|n| n - self.lateness_micros)
+    }
+
+    /// Events of stream `key` older than this are late.
+    pub fn watermark(&self, key: &str) -> Option<i64> {
+        self.stream_ids
+            .get(key)
+            .and_then(|&id| self.watermark_of(id))
     }
 
     pub fn tracked_ids(&self) -> usize {
         self.seen.len()
     }
 
-    /// Judges one event and, if accepted, remembers it.
-    pub fn judge(&mut self, id: &str, event_time: i64) -> Verdict {
-        if let Some(watermark) = self.watermark()
+    /// Judges one event of stream `key` and, if accepted, remembers it.
+    pub fn judge(&mut self, id: &str, key: &str, event_time: i64) -> Verdict {
+        let stream = self.stream(key);
+        if let Some(watermark) = self.watermark_of(stream)
             && event_time < watermark
         {
             return Verdict::Late { watermark };
@@ -80,17 +141,27 @@ impl DedupState {
         if self.seen.contains_key(id) {
             return Verdict::Duplicate;
         }
-        self.seen.insert(id.into(), event_time);
-        self.newest = Some(self.newest.map_or(event_time, |n| n.max(event_time)));
+        self.seen.insert(
+            id.into(),
+            Seen {
+                time: event_time,
+                stream,
+            },
+        );
+        self.advance(stream, event_time);
         Verdict::Accept
     }
 
-    /// Forgets ids that can no longer be re-accepted: anything older than the
-    /// watermark is judged late before its id is looked at.
+    /// Forgets ids that can no longer be re-accepted in their stream:
+    /// anything older than its watermark is judged late before its id is
+    /// looked at. (A copy of an event in another stream is caught while
+    /// the first copy is inside its own stream's window.)
     pub fn prune(&mut self) {
-        if let Some(watermark) = self.watermark() {
-            self.seen.retain(|_, t| *t >= watermark);
-        }
+        let watermarks: Vec<Option<i64>> = (0..self.newest.len() as u32)
+            .map(|s| self.watermark_of(s))
+            .collect();
+        self.seen
+            .retain(|_, seen| watermarks[seen.stream as usize].is_none_or(|w| seen.time >= w));
     }
 }
 
@@ -103,10 +174,12 @@ pub struct Rejected {
 }
 
 /// Splits the plugin's `silver_events` rows into accepted rows (arrival
-/// order, `input_row` kept) and rejected ones.
+/// order, `input_row` kept) and rejected ones. `input` is the batch the
+/// plugin read, for each row's stream.
 pub fn deduplicate(
     state: &mut DedupState,
     rows: &RecordBatch,
+    input: &RawColumns,
 ) -> Result<(RecordBatch, Vec<Rejected>), String> {
     if rows.num_rows() == 0 {
         return Ok((rows.clone(), Vec::new()));
@@ -122,18 +195,25 @@ pub fn deduplicate(
     let mut keep = Vec::with_capacity(rows.num_rows());
     let mut rejected = Vec::new();
     for i in 0..rows.num_rows() {
-        let (id, t) = (ids.value(i), times.value(i));
-        let verdict = state.judge(id, t);
+        let (id, t, row) = (ids.value(i), times.value(i), input_row.value(i));
+        if row as usize >= input.len() {
+            return Err(format!(
+                "silver_events row names input_row {row} of {}",
+                input.len()
+            ));
+        }
+        let origin = input.row(row as usize);
+        let verdict = state.judge(id, &stream_key(origin.source, origin.partition), t);
         keep.push(verdict == Verdict::Accept);
         match verdict {
             Verdict::Accept => {}
             Verdict::Duplicate => rejected.push(Rejected {
-                input_row: input_row.value(i),
+                input_row: row,
                 reason: "duplicate",
                 detail: format!("event_id {id} was already accepted"),
             }),
             Verdict::Late { watermark } => rejected.push(Rejected {
-                input_row: input_row.value(i),
+                input_row: row,
                 reason: "late",
                 detail: format!(
                     "event time {} is before the watermark {}",
@@ -147,6 +227,52 @@ pub fn deduplicate(
     let accepted =
         filter_record_batch(&rows, &BooleanArray::from(keep)).map_err(|e| e.to_string())?;
     Ok((accepted, rejected))
+}
+
+/// Schema of `silver_events` as stored: the plugin's without `input_row`,
+/// plus the bronze record's position and the host's lineage columns.
+pub fn stored_schema(plugin_schema: &Schema) -> SchemaRef {
+    let mut fields: Vec<Field> = plugin_schema
+        .fields()
+        .iter()
+        .filter(|f| f.name() != INPUT_ROW)
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new(SOURCE_COLUMNS[0], DataType::Utf8, false));
+    fields.push(Field::new(SOURCE_COLUMNS[1], DataType::Utf8, false));
+    fields.push(Field::new(SOURCE_COLUMNS[2], DataType::Int64, false));
+    super::with_lineage_fields(&Schema::new(fields))
+}
+
+/// Accepted rows as stored: `input_row` replaced by the source, partition
+/// and offset of the bronze row (of `input`) each came from, then
+/// `batch_id` and `producer`.
+pub fn to_stored(
+    accepted: &RecordBatch,
+    input: &RecordBatch,
+    batch: i64,
+    producer: &str,
+) -> Result<RecordBatch, String> {
+    let rows = column::<UInt32Array>(accepted, INPUT_ROW)?;
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (field, column) in accepted.schema().fields().iter().zip(accepted.columns()) {
+        if field.name() != INPUT_ROW {
+            columns.push(column.clone());
+        }
+    }
+    for name in SOURCE_COLUMNS {
+        let origin = input
+            .column_by_name(name)
+            .ok_or_else(|| format!("bronze rows lack `{name}`"))?;
+        columns.push(take(origin.as_ref(), rows, None).map_err(|e| e.to_string())?);
+    }
+    let schema = stored_schema(&accepted.schema());
+    let n = accepted.num_rows();
+    columns.push(Arc::new(deltalake::arrow::array::Int64Array::from(
+        vec![batch; n],
+    )));
+    columns.push(Arc::new(StringArray::from(vec![producer; n])));
+    RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
 }
 
 fn column<'a, T: 'static>(rows: &'a RecordBatch, name: &str) -> Result<&'a T, String> {
@@ -170,18 +296,22 @@ mod tests {
     #[test]
     fn duplicates_and_late_events_are_judged_by_arrival_order() {
         let mut s = DedupState::new(10 * MIN);
-        assert_eq!(s.judge("a", 100 * MIN), Verdict::Accept);
-        assert_eq!(s.judge("a", 100 * MIN), Verdict::Duplicate);
-        assert_eq!(s.judge("b", 95 * MIN), Verdict::Accept, "within lateness");
+        assert_eq!(s.judge("a", "http", 100 * MIN), Verdict::Accept);
+        assert_eq!(s.judge("a", "http", 100 * MIN), Verdict::Duplicate);
         assert_eq!(
-            s.judge("c", 89 * MIN),
+            s.judge("b", "http", 95 * MIN),
+            Verdict::Accept,
+            "within lateness"
+        );
+        assert_eq!(
+            s.judge("c", "http", 89 * MIN),
             Verdict::Late {
                 watermark: 90 * MIN
             }
         );
-        assert_eq!(s.judge("d", 120 * MIN), Verdict::Accept);
+        assert_eq!(s.judge("d", "http", 120 * MIN), Verdict::Accept);
         assert_eq!(
-            s.judge("b", 95 * MIN),
+            s.judge("b", "http", 95 * MIN),
             Verdict::Late {
                 watermark: 110 * MIN
             },
@@ -190,15 +320,63 @@ mod tests {
     }
 
     #[test]
-    fn prune_keeps_only_ids_inside_the_window() {
+    fn each_partition_of_a_log_has_its_own_watermark() {
+        let (p0, p1) = (stream_key("kafka", "t/0"), stream_key("kafka", "t/1"));
+        assert_ne!(p0, p1);
+        assert_eq!(
+            stream_key("file", "a.ndjson"),
+            stream_key("file", "b.ndjson")
+        );
+        assert_eq!(stream_key("http", "req-1"), stream_key("http", "req-2"));
+        let mut s = DedupState::new(10 * MIN);
+        // Partition 0 read far ahead, then partition 1's backlog.
+        assert_eq!(s.judge("a", &p0, 500 * MIN), Verdict::Accept);
+        assert_eq!(s.judge("b", &p1, 100 * MIN), Verdict::Accept);
+        assert_eq!(s.judge("c", &p1, 95 * MIN), Verdict::Accept);
+        assert_eq!(
+            s.judge("d", &p1, 89 * MIN),
+            Verdict::Late {
+                watermark: 90 * MIN
+            },
+            "late within its own partition"
+        );
+        assert_eq!(
+            s.judge("b", &p0, 100 * MIN),
+            Verdict::Late {
+                watermark: 490 * MIN
+            }
+        );
+        assert_eq!(
+            s.judge("a", &p1, 500 * MIN),
+            Verdict::Duplicate,
+            "a copy in another partition"
+        );
+        assert_eq!(
+            s.watermark(&p1),
+            Some(90 * MIN),
+            "a rejected copy does not advance its partition"
+        );
+    }
+
+    #[test]
+    fn prune_keeps_only_ids_inside_their_streams_window() {
         let mut s = DedupState::new(10 * MIN);
         for i in 0..100 {
-            s.judge(&format!("e{i}"), i * MIN);
+            s.judge(&format!("e{i}"), "http", i * MIN);
+            s.judge(&format!("k{i}"), "kafka:t/0", 1_000 * MIN + i * MIN);
         }
         s.prune();
-        assert_eq!(s.tracked_ids(), 11, "ids at 89..=99 minutes remain");
-        let restored = DedupState::restore(10 * MIN, (0..100).map(|i| (format!("e{i}"), i * MIN)));
+        assert_eq!(
+            s.tracked_ids(),
+            22,
+            "the last 11 minutes of each stream remain"
+        );
+        let restored = DedupState::restore(
+            10 * MIN,
+            (0..100).map(|i| (format!("e{i}"), i * MIN, "http".to_string())),
+        );
         assert_eq!(restored.tracked_ids(), 11);
-        assert_eq!(restored.watermark(), Some(89 * MIN));
+        assert_eq!(restored.watermark("http"), Some(89 * MIN));
+        assert_eq!(restored.watermark("kafka:t/0"), None);
     }
 }

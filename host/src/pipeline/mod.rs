@@ -40,15 +40,13 @@ use crate::layers::bronze::{self, RawColumns};
 use crate::layers::gold::GoldTables;
 use crate::layers::quarantine::{self, QuarantineRows};
 use crate::layers::silver::{self, DedupState};
-use crate::layers::{add_lineage, drop_column, with_lineage_fields};
+
 use crate::runtime::{Layer, PluginFailure};
 use crate::sources::{Positions, RawRecord};
 use job::LayerJob;
 pub use plugins::Plugins;
 pub use replay::ReplayReport;
-use rows::{
-    check_silver_coverage, column_u32, drop_column_schema, push_plugin_quarantine, quarantine_all,
-};
+use rows::{check_silver_coverage, column_u32, push_plugin_quarantine, quarantine_all};
 use sluice_plugin_sdk::schemas::INPUT_ROW;
 pub use swap::AutoRollback;
 use swap::{Probation, Shadow};
@@ -175,8 +173,7 @@ impl Pipeline {
                 &bronze_decl.partition_by,
             )
             .await?;
-        let silver_schema =
-            with_lineage_fields(&drop_column_schema(&silver_decl.schema, INPUT_ROW));
+        let silver_schema = silver::stored_schema(&silver_decl.schema);
         let silver = lake
             .open_or_create(
                 silver::TABLE,
@@ -437,7 +434,7 @@ impl Pipeline {
         };
         push_plugin_quarantine(q, &plugin_quarantine, &raw, &producer)?;
         let (accepted, rejected) =
-            silver::deduplicate(&mut self.dedup, &silver_rows).map_err(anyhow::Error::msg)?;
+            silver::deduplicate(&mut self.dedup, &silver_rows, &raw).map_err(anyhow::Error::msg)?;
         for r in &rejected {
             q.push(
                 Layer::Silver,
@@ -448,7 +445,8 @@ impl Pipeline {
             );
         }
         let input_rows = column_u32(&accepted, INPUT_ROW)?;
-        let stored = add_lineage(&drop_column(&accepted, INPUT_ROW), batch, &producer);
+        let stored = silver::to_stored(&accepted, bronze_rows, batch, &producer)
+            .map_err(anyhow::Error::msg)?;
         Ok(Some((stored, input_rows)))
     }
 

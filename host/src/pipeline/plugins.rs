@@ -98,6 +98,18 @@ pub fn check_layer(plugin: &LoadedPlugin, layer: Layer, path: Option<&Path>) -> 
                     ),
                 ],
             )?;
+            let events = &meta.output(silver::TABLE).expect("checked above").schema;
+            let host_columns = silver::SOURCE_COLUMNS
+                .into_iter()
+                .chain([crate::layers::BATCH_ID, crate::layers::PRODUCER]);
+            for column in host_columns {
+                if events.field_with_name(column).is_ok() {
+                    bail!(
+                        "{what}: `{}.{column}` is a column the host adds",
+                        silver::TABLE
+                    );
+                }
+            }
             let q = meta
                 .output(quarantine::TABLE)
                 .with_context(|| format!("{what}: a silver plugin must declare `quarantine`"))?;

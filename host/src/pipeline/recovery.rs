@@ -1,7 +1,7 @@
 //! Start-up recovery: find where the last run stopped, rebuild host state as
 //! of the last finished batch, and finish any batch left half-committed.
 
-use deltalake::arrow::array::{Array, Int64Array, StringArray};
+use deltalake::arrow::array::{Array, Int64Array, RecordBatch, StringArray};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::prelude::SessionContext;
@@ -53,7 +53,7 @@ pub(super) async fn query(
     Ok(ctx.sql(sql).await?.collect().await?)
 }
 
-/// Dedup ids and watermark from silver rows of finished batches.
+/// Dedup ids and per-stream watermarks from silver rows of finished batches.
 pub(super) async fn restore_dedup(
     ctx: &SessionContext,
     last_done: i64,
@@ -61,44 +61,62 @@ pub(super) async fn restore_dedup(
 ) -> anyhow::Result<DedupState> {
     let newest = query(
         ctx,
-        &format!("SELECT CAST(MAX(event_time) AS BIGINT) AS newest FROM silver_events WHERE batch_id <= {last_done}"),
+        &format!(
+            "SELECT source, source_partition, CAST(MAX(event_time) AS BIGINT) AS newest \
+             FROM silver_events WHERE batch_id <= {last_done} GROUP BY source, source_partition"
+        ),
     )
     .await?;
-    let newest = newest.first().and_then(|b| {
-        b.column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .filter(|a| a.is_valid(0))
-            .map(|a| a.value(0))
-    });
-    let Some(newest) = newest else {
+    // The oldest watermark of any stream: no id below it is still tracked.
+    let mut oldest_window: Option<i64> = None;
+    for b in &newest {
+        let newest = int64s(b, 2);
+        for i in (0..b.num_rows()).filter(|&i| newest.is_valid(i)) {
+            let start = newest.value(i) - lateness;
+            oldest_window = Some(oldest_window.map_or(start, |o| o.min(start)));
+        }
+    }
+    let Some(oldest_window) = oldest_window else {
         return Ok(DedupState::new(lateness));
     };
     let rows = query(
         ctx,
         &format!(
-            "SELECT event_id, CAST(event_time AS BIGINT) AS t FROM silver_events \
-             WHERE batch_id <= {last_done} AND CAST(event_time AS BIGINT) >= {}",
-            newest - lateness
+            "SELECT event_id, CAST(event_time AS BIGINT) AS t, source, source_partition \
+             FROM silver_events \
+             WHERE batch_id <= {last_done} AND CAST(event_time AS BIGINT) >= {oldest_window}"
         ),
     )
     .await?;
     let mut accepted = Vec::new();
     for b in &rows {
-        let ids = cast(b.column(0), &DataType::Utf8)?;
-        let ids = ids
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .expect("cast to utf8");
-        let times = b
-            .column(1)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .expect("cast to bigint");
-        accepted.extend((0..b.num_rows()).map(|i| (ids.value(i).to_string(), times.value(i))));
+        let (ids, times) = (strings(b, 0)?, int64s(b, 1));
+        let (sources, partitions) = (strings(b, 2)?, strings(b, 3)?);
+        accepted.extend((0..b.num_rows()).map(|i| {
+            let stream = silver::stream_key(sources.value(i), partitions.value(i));
+            (ids.value(i).to_string(), times.value(i), stream)
+        }));
     }
-    // The newest event is among these rows, so the watermark is restored too.
+    // Each stream's newest event is among these rows, so its watermark is
+    // restored too.
     Ok(DedupState::restore(lateness, accepted))
+}
+
+fn strings(batch: &RecordBatch, column: usize) -> anyhow::Result<StringArray> {
+    let utf8 = cast(batch.column(column), &DataType::Utf8)?;
+    Ok(utf8
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("cast to utf8")
+        .clone())
+}
+
+fn int64s(batch: &RecordBatch, column: usize) -> &Int64Array {
+    batch
+        .column(column)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("cast to bigint")
 }
 
 /// Max committed offset per (source, partition), from bronze and from

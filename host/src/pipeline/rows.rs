@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use deltalake::arrow::array::{RecordBatch, StringArray, UInt32Array};
-use deltalake::arrow::datatypes::{Schema, SchemaRef};
+use deltalake::arrow::datatypes::SchemaRef;
 use sluice_plugin_sdk::schemas::INPUT_ROW;
 
 use crate::layers::bronze::RawColumns;
@@ -113,15 +113,4 @@ pub(super) fn column_u32(rows: &RecordBatch, name: &str) -> anyhow::Result<Vec<u
         .and_then(|c| c.as_any().downcast_ref::<UInt32Array>())
         .with_context(|| format!("column `{name}`"))?;
     Ok(col.values().to_vec())
-}
-
-pub(super) fn drop_column_schema(schema: &Schema, name: &str) -> Schema {
-    Schema::new(
-        schema
-            .fields()
-            .iter()
-            .filter(|f| f.name() != name)
-            .map(|f| f.as_ref().clone())
-            .collect::<Vec<_>>(),
-    )
 }

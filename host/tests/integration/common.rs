@@ -209,28 +209,37 @@ pub struct Expected {
 }
 
 impl Expected {
+    /// The host's rule over one stream: `lines` in arrival order.
     pub fn compute(lines: &[String], lateness_micros: i64) -> Expected {
+        Self::compute_streams(&[lines.to_vec()], lateness_micros)
+    }
+
+    /// The host's rule with one watermark per stream (a partition of a
+    /// log), each stream in its own order; ids are deduplicated across all.
+    pub fn compute_streams(streams: &[Vec<String>], lateness_micros: i64) -> Expected {
         let mut seen = HashMap::new();
-        let mut newest: Option<i64> = None;
         let mut e = Expected {
             accepted: Vec::new(),
             duplicates: 0,
             late: 0,
             malformed: 0,
         };
-        for line in lines.iter().filter(|l| !l.trim().is_empty()) {
-            let Some(ev) = parse(line) else {
-                e.malformed += 1;
-                continue;
-            };
-            if newest.is_some_and(|n| ev.time < n - lateness_micros) {
-                e.late += 1;
-            } else if seen.contains_key(&ev.id) {
-                e.duplicates += 1;
-            } else {
-                seen.insert(ev.id.clone(), ev.time);
-                newest = Some(newest.map_or(ev.time, |n: i64| n.max(ev.time)));
-                e.accepted.push(ev);
+        for lines in streams {
+            let mut newest: Option<i64> = None;
+            for line in lines.iter().filter(|l| !l.trim().is_empty()) {
+                let Some(ev) = parse(line) else {
+                    e.malformed += 1;
+                    continue;
+                };
+                if newest.is_some_and(|n| ev.time < n - lateness_micros) {
+                    e.late += 1;
+                } else if seen.contains_key(&ev.id) {
+                    e.duplicates += 1;
+                } else {
+                    seen.insert(ev.id.clone(), ev.time);
+                    newest = Some(newest.map_or(ev.time, |n: i64| n.max(ev.time)));
+                    e.accepted.push(ev);
+                }
             }
         }
         e
