@@ -46,6 +46,8 @@ pub struct Config {
     pub plugins: PluginsConfig,
     pub collector: CollectorConfig,
     pub admin: AdminConfig,
+    /// The Prometheus `/metrics` endpoint.
+    pub metrics: MetricsConfig,
     /// Where deployed plugins and their history are kept (defaults beside
     /// the lake, like the cache).
     pub registry_dir: Option<PathBuf>,
@@ -126,6 +128,15 @@ const MIN_TOKEN_CHARS: usize = 16;
 /// The environment variable holding the admin API's bearer token.
 pub const ADMIN_TOKEN_ENV: &str = "SLUICE_ADMIN_TOKEN";
 
+/// The Prometheus endpoint (`GET /metrics`): batches, events by outcome,
+/// source lag per partition, plugin changes, storage retries.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Listen address, e.g. `127.0.0.1:9464`; empty disables the endpoint.
+    pub listen: String,
+}
+
 /// The HTTP collector.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -147,6 +158,7 @@ impl Default for Config {
             plugins: PluginsConfig::default(),
             collector: CollectorConfig::default(),
             admin: AdminConfig::default(),
+            metrics: MetricsConfig::default(),
             registry_dir: None,
             replay: Vec::new(),
             kafka: Default::default(),
@@ -251,6 +263,7 @@ impl Config {
             "plugins.watch_dir" => self.plugins.watch_dir = Some(value.into()),
             "registry_dir" => self.registry_dir = Some(value.into()),
             "admin.listen" => self.admin.listen = value.into(),
+            "metrics.listen" => self.metrics.listen = value.into(),
             "collector.listen" => self.collector.listen = value.into(),
             "collector.max_body_bytes" => self.collector.max_body_bytes = parse(&field, value)?,
             "kafka.brokers" => self.kafka.brokers = value.into(),
@@ -272,6 +285,9 @@ impl Config {
             "eventhubs.connection_string_env" => {
                 self.eventhubs.connection_string_env = value.into()
             }
+            "eventhubs.auth" => self.eventhubs.auth = parse(&field, value)?,
+            "eventhubs.namespace" => self.eventhubs.namespace = value.into(),
+            "eventhubs.lag_report_ms" => self.eventhubs.lag_report_ms = parse(&field, value)?,
             "eventhubs.checkpoint_url" => self.eventhubs.checkpoint_url = value.into(),
             "eventhubs.checkpoint_container" => self.eventhubs.checkpoint_container = value.into(),
             "eventhubs.checkpoint_key_env" => self.eventhubs.checkpoint_key_env = value.into(),
@@ -335,6 +351,17 @@ impl Config {
             return Err(invalid(
                 "plugins.watch_dir",
                 format!("{} is not a directory", dir.display()),
+            ));
+        }
+        if !self.metrics.listen.is_empty()
+            && self.metrics.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "metrics.listen",
+                format!(
+                    "`{}` is not an address like 127.0.0.1:9464",
+                    self.metrics.listen
+                ),
             ));
         }
         if !self.admin.listen.is_empty()

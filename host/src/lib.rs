@@ -12,6 +12,7 @@ pub mod config;
 pub mod lake;
 pub mod layers;
 pub mod lifecycle;
+pub mod metrics;
 pub mod pipeline;
 pub mod plugin_test;
 pub mod query;

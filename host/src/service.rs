@@ -127,6 +127,7 @@ fn lateness_micros(config: &Config) -> i64 {
 pub struct Ready {
     pub collector: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Runs the service until the sources are exhausted (replay only) or `stop`
@@ -137,8 +138,9 @@ pub async fn run(
     config: &Config,
     stop: watch::Receiver<bool>,
     on_ready: impl FnOnce(Ready),
-    on_batch: impl FnMut(&BatchReport),
+    mut on_batch: impl FnMut(&BatchReport),
 ) -> anyhow::Result<Totals> {
+    let metrics = start_metrics(config, stop.clone()).await?;
     let (mut lifecycle, validator) = open_lifecycle(config)?;
     let sharing = config.kafka.enabled() && config.kafka.share_partitions
         || config.eventhubs.enabled() && !config.eventhubs.checkpoint_url.is_empty();
@@ -172,6 +174,7 @@ pub async fn run(
     on_ready(Ready {
         collector: collector.as_ref().map(|(addr, _)| *addr),
         admin: admin.as_ref().map(|(addr, _)| *addr),
+        metrics,
     });
     let controller = Controller {
         rx: control_rx,
@@ -180,6 +183,10 @@ pub async fn run(
     let trigger = Trigger {
         max_events: config.batch.max_events,
         max_wait: config.max_wait(),
+    };
+    let on_batch = |report: &BatchReport| {
+        crate::metrics::record_batch(report);
+        on_batch(report);
     };
     runner::run(&mut pipeline, rx, trigger, stop, Some(controller), on_batch).await?;
     if let Some(replay) = replay {
@@ -238,6 +245,27 @@ async fn start_warehouse(
 }
 
 type Collector = (SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>);
+
+/// Serves `/metrics` if `metrics.listen` is set; recording starts with it.
+async fn start_metrics(
+    config: &Config,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    if config.metrics.listen.is_empty() {
+        return Ok(None);
+    }
+    let handle = crate::metrics::install()?;
+    let (listener, bound) = crate::metrics::bind(&config.metrics.listen).await?;
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::spawn(async move {
+        if let Err(e) = crate::metrics::serve(listener, handle, shutdown).await {
+            tracing::error!("metrics endpoint stopped: {e}");
+        }
+    });
+    Ok(Some(bound))
+}
 
 async fn start_admin(
     config: &Config,

@@ -190,6 +190,9 @@ async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
             if let Some(addr) = ready.admin {
                 eprintln!("sluice: admin API on http://{addr}");
             }
+            if let Some(addr) = ready.metrics {
+                eprintln!("sluice: metrics on http://{addr}/metrics");
+            }
         },
         |report| {
             tracing::info!(

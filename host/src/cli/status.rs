@@ -1,11 +1,12 @@
 //! `sluice status`: per source partition, the position committed in the lake
-//! and, for Kafka, the broker's high watermark and the lag between them.
+//! and, for Kafka and Event Hubs, the newest position the broker or hub holds
+//! and the lag between them.
 
 use std::process::ExitCode;
 
 use sluice::config::Config;
 use sluice::pipeline::shared::lake_positions;
-use sluice::sources::kafka;
+use sluice::sources::{eventhubs, kafka};
 
 pub async fn run(config: &Config, lake: &sluice::lake::Lake) -> anyhow::Result<ExitCode> {
     let positions = lake_positions(lake).await?;
@@ -31,12 +32,43 @@ pub async fn run(config: &Config, lake: &sluice::lake::Lake) -> anyhow::Result<E
         }
         println!("total lag: {total} events");
     }
+    if config.eventhubs.enabled() {
+        print_eventhubs_lag(config, &positions).await?;
+    }
     let others: Vec<_> = positions
         .iter()
-        .filter(|((source, _), _)| source != kafka::SOURCE)
+        .filter(|((source, _), _)| source != kafka::SOURCE && source != eventhubs::SOURCE)
         .collect();
     if !others.is_empty() {
         println!("other sources: {} partitions committed", others.len());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn print_eventhubs_lag(
+    config: &Config,
+    positions: &sluice::sources::Positions,
+) -> anyhow::Result<()> {
+    eventhubs::install_tls_provider();
+    let hub = &config.eventhubs.hub;
+    let client = config.eventhubs.consumer().await?;
+    let lags = eventhubs::partition_lags(&client, hub, positions).await?;
+    println!(
+        "event hub {hub} (consumer group {})",
+        config.eventhubs.consumer_group
+    );
+    println!(
+        "{:>9}  {:>12}  {:>14}  {:>10}",
+        "partition", "committed", "last enqueued", "lag"
+    );
+    for l in &lags {
+        let shown = l.committed.map_or("-".to_string(), |c| c.to_string());
+        println!(
+            "{:>9}  {shown:>12}  {:>14}  {:>10}",
+            l.id, l.last_enqueued, l.lag
+        );
+    }
+    let total: i64 = lags.iter().map(|l| l.lag).sum();
+    println!("total lag: {total} events");
+    Ok(())
 }

@@ -368,6 +368,7 @@ impl LakeTable {
                 {
                     let delay = delays.next().unwrap_or(std::time::Duration::from_secs(5));
                     tracing::warn!(table = %self.name, batch, error = %e, ?delay, "commit failed: storage unreachable; retrying");
+                    crate::metrics::record_storage_retry(&self.name);
                     tokio::time::sleep(delay).await;
                     self.reload().await?;
                 }

@@ -58,6 +58,7 @@ where
             Err(e) if is_transient(&e.to_string()) && start.elapsed() < GIVE_UP_AFTER => {
                 let delay = delays.next().unwrap_or(MAX_DELAY);
                 tracing::warn!(table, what, error = %e, ?delay, "storage unreachable; retrying");
+                crate::metrics::record_storage_retry(table);
                 tokio::time::sleep(delay).await;
             }
             Err(e) => return Err(e),

@@ -416,6 +416,7 @@ impl Lifecycle {
     ) -> anyhow::Result<Change> {
         let meta = plugin.meta();
         let pause_micros = pause.as_micros() as u64;
+        crate::metrics::record_swap(layer.to_string(), action.name(), pause);
         tracing::info!(
             %layer, ?action, plugin = %meta.producer(), from_batch = pipeline.next_batch(),
             pause_micros, "plugin change"

@@ -29,6 +29,18 @@ pub enum Action {
 }
 
 impl Action {
+    /// The name used in the history file and in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Deploy => "deploy",
+            Action::Promote => "promote",
+            Action::Rollback => "rollback",
+            Action::AutoRollback => "auto_rollback",
+            Action::Shadow => "shadow",
+            Action::Refused => "refused",
+        }
+    }
+
     fn pushes(self) -> bool {
         matches!(self, Action::Deploy | Action::Promote)
     }

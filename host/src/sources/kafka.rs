@@ -573,6 +573,7 @@ async fn report_lag(
         .unwrap_or_default();
         let total: i64 = marks.iter().map(|(_, l)| l).sum();
         for (partition, lag) in marks {
+            crate::metrics::record_lag(SOURCE, &partition_name(&topic, partition), lag);
             tracing::info!(target: "sluice::metrics", topic, partition, lag, "kafka lag");
         }
         tracing::info!(target: "sluice::metrics", topic, total, "kafka lag total");

@@ -442,3 +442,30 @@ pub fn assert_same_rows(table: &str, actual: &[String], expected: &[String]) {
         expected.len()
     );
 }
+
+/// One Prometheus sample: `name{labels}` as printed, and its value.
+pub type Sample = (String, f64);
+
+/// Scrapes a Prometheus text endpoint.
+pub async fn scrape(url: &str) -> Vec<Sample> {
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The value of the series named `name` whose labels contain every `label`
+/// (`key="value"`); `None` if there is none.
+pub fn sample(samples: &[Sample], name: &str, labels: &[&str]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(series, _)| {
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            n == name && labels.iter().all(|l| rest.contains(l))
+        })
+        .map(|(_, v)| *v)
+}

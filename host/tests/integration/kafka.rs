@@ -218,6 +218,8 @@ pub fn sluice_run(lake: &Path, broker: &str, topic: &str, max_events: usize) -> 
 pub struct Watch {
     pub batches: mpsc::Receiver<()>,
     pub claims: mpsc::Receiver<String>,
+    /// The `/metrics` URL, if the child serves one.
+    pub metrics: mpsc::Receiver<String>,
 }
 
 /// Forwards the child's stderr to the test's, signalling batches and claims.
@@ -225,6 +227,7 @@ pub fn watch(child: &mut Child, tag: &'static str) -> Watch {
     let stderr = child.stderr.take().unwrap();
     let (batch_tx, batches) = mpsc::channel();
     let (claim_tx, claims) = mpsc::channel();
+    let (metrics_tx, metrics) = mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr)
             .lines()
@@ -237,10 +240,18 @@ pub fn watch(child: &mut Child, tag: &'static str) -> Watch {
             if line.contains("claimed partitions") {
                 let _ = claim_tx.send(line.clone());
             }
+            if line.contains("metrics on") {
+                let url = line.split_whitespace().last().unwrap_or_default();
+                let _ = metrics_tx.send(url.to_string());
+            }
             eprintln!("[{tag}] {line}");
         }
     });
-    Watch { batches, claims }
+    Watch {
+        batches,
+        claims,
+        metrics,
+    }
 }
 
 /// Waits until bronze holds `n` records (or panics after `limit`).
@@ -313,9 +324,18 @@ pub async fn through_the_broker_to_gold(broker: &str) {
     sim.produce(&broker, &topic);
     let lines = sim.lines();
     let lake = dir.path().join("lake");
-    let mut child = sluice_run(&lake, &broker, &topic, 4_000).spawn().unwrap();
-    let _watch = watch(&mut child, "run");
+    let mut child = sluice_run(&lake, &broker, &topic, 4_000)
+        .env("SLUICE_METRICS__LISTEN", "127.0.0.1:0")
+        .env("SLUICE_KAFKA__LAG_REPORT_MS", "200")
+        .spawn()
+        .unwrap();
+    let watch = watch(&mut child, "run");
+    let metrics = watch
+        .metrics
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the metrics URL");
     wait_for_bronze(&lake, lines.len(), Duration::from_secs(180)).await;
+    assert_lag_metric_reaches_zero(&metrics, &topic).await;
     terminate(child);
     assert_exactly_once(&lake, &lines).await;
     let partitions = common::count(
@@ -345,6 +365,30 @@ pub async fn through_the_broker_to_gold(broker: &str) {
         })
         .count();
     assert_eq!(rows, 4, "one line per partition: {report}");
+}
+
+/// The lag gauge of each of the topic's four partitions, once everything is
+/// in bronze, goes to zero (within 30 s).
+async fn assert_lag_metric_reaches_zero(metrics: &str, topic: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let samples = common::scrape(metrics).await;
+        let lags: Vec<Option<f64>> = (0..4)
+            .map(|p| {
+                let partition = format!("partition=\"{topic}/{p}\"");
+                let labels = ["source=\"kafka\"", partition.as_str()];
+                common::sample(&samples, "sluice_source_lag_events", &labels)
+            })
+            .collect();
+        if lags.iter().all(|l| *l == Some(0.0)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "partition lag gauges after 30 s: {lags:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,5 +15,6 @@ mod hostile;
 mod interop;
 mod kafka;
 mod lifecycle;
+mod metrics;
 mod synapse;
 mod warehouse;

@@ -21,12 +21,16 @@ use azure_messaging_eventhubs::{
 };
 use bytes::Bytes;
 use futures::StreamExt;
-use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::blob_checkpoints::{BlobCheckpointStore, BlobLocation, expired};
+use super::blob_checkpoints::{BlobCheckpointStore, expired};
 use super::{Envelope, Positions, RawRecord};
-use crate::config::ConfigError;
+
+mod config;
+mod lag;
+
+pub use config::{Auth, EventHubsConfig, namespace_of};
+pub use lag::{PartitionLag, partition_lags};
 
 pub const SOURCE: &str = "eventhubs";
 
@@ -37,168 +41,12 @@ const CLAIM_AGAIN: Duration = Duration::from_secs(1);
 /// Longest pause between retries while the hub is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// `[eventhubs]`: the hub to consume over AMQP. Empty `hub` disables it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EventHubsConfig {
-    /// The event hub's name.
-    pub hub: String,
-    pub consumer_group: String,
-    /// Name of the environment variable holding the connection string
-    /// (`Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…`).
-    pub connection_string_env: String,
-    /// Blob account URL of the checkpoint store, e.g.
-    /// `https://<account>.blob.core.windows.net`; empty: no checkpoints, and
-    /// this instance reads every partition.
-    pub checkpoint_url: String,
-    pub checkpoint_container: String,
-    /// Name of the environment variable holding the storage account's
-    /// Shared Key; empty: `AZURE_STORAGE_*` settings or managed identity.
-    pub checkpoint_key_env: String,
-    /// An ownership not renewed for this long may be taken over.
-    pub ownership_expiry_secs: u64,
-}
-
-impl Default for EventHubsConfig {
-    fn default() -> Self {
-        EventHubsConfig {
-            hub: String::new(),
-            consumer_group: "$Default".into(),
-            connection_string_env: "EVENTHUBS_CONNECTION_STRING".into(),
-            checkpoint_url: String::new(),
-            checkpoint_container: "sluice-checkpoints".into(),
-            checkpoint_key_env: String::new(),
-            ownership_expiry_secs: 30,
-        }
-    }
-}
-
-fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: format!("eventhubs.{field}"),
-        message: message.into(),
-    }
-}
-
-impl EventHubsConfig {
-    pub fn enabled(&self) -> bool {
-        !self.hub.trim().is_empty()
-    }
-
-    /// Refuses settings the source cannot work with, naming the field. The
-    /// connection string is checked for presence, never echoed.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.enabled() {
-            return Ok(());
-        }
-        if self.consumer_group.trim().is_empty() {
-            return Err(invalid("consumer_group", "must not be empty"));
-        }
-        if self.connection_string_env.trim().is_empty() {
-            return Err(invalid(
-                "connection_string_env",
-                "name the environment variable holding the connection string",
-            ));
-        }
-        match std::env::var(&self.connection_string_env) {
-            Err(_) => {
-                return Err(invalid(
-                    "connection_string_env",
-                    format!("the variable {} is not set", self.connection_string_env),
-                ));
-            }
-            Ok(conn) if namespace_of(&conn).is_none() => {
-                return Err(invalid(
-                    "connection_string_env",
-                    format!(
-                        "the value of {} has no Endpoint=sb://…",
-                        self.connection_string_env
-                    ),
-                ));
-            }
-            Ok(_) => {}
-        }
-        if !self.checkpoint_url.is_empty() {
-            self.validate_store()?;
-        }
-        Ok(())
-    }
-
-    fn validate_store(&self) -> Result<(), ConfigError> {
-        super::blob_checkpoints::account_name(&self.checkpoint_url)
-            .map_err(|e| invalid("checkpoint_url", e.to_string()))?;
-        let name_ok = (3..=63).contains(&self.checkpoint_container.len())
-            && self
-                .checkpoint_container
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if !name_ok {
-            return Err(invalid(
-                "checkpoint_container",
-                "must be 3–63 lowercase letters, digits or dashes",
-            ));
-        }
-        if !self.checkpoint_key_env.is_empty()
-            && std::env::var_os(&self.checkpoint_key_env).is_none()
-        {
-            return Err(invalid(
-                "checkpoint_key_env",
-                format!("the variable {} is not set", self.checkpoint_key_env),
-            ));
-        }
-        if !(5..=3_600).contains(&self.ownership_expiry_secs) {
-            return Err(invalid(
-                "ownership_expiry_secs",
-                "must be between 5 and 3600",
-            ));
-        }
-        Ok(())
-    }
-
-    /// The checkpoint store's location, if one is configured.
-    pub fn store_location(&self) -> Option<BlobLocation> {
-        if self.checkpoint_url.is_empty() {
-            return None;
-        }
-        Some(BlobLocation {
-            account_url: self.checkpoint_url.clone(),
-            container: self.checkpoint_container.clone(),
-            access_key: (!self.checkpoint_key_env.is_empty())
-                .then(|| std::env::var(&self.checkpoint_key_env).ok())
-                .flatten(),
-        })
-    }
-
-    fn connection_string(&self) -> anyhow::Result<String> {
-        std::env::var(&self.connection_string_env)
-            .map_err(|_| anyhow::anyhow!("{} is not set", self.connection_string_env))
-    }
-
-    /// Opens a consumer client for the hub.
-    pub async fn consumer(&self) -> anyhow::Result<ConsumerClient> {
-        ConsumerClient::builder()
-            .with_consumer_group(self.consumer_group.clone())
-            .open_with_connection_string(&self.connection_string()?, Some(&self.hub))
-            .await
-            .map_err(|e| anyhow::anyhow!("opening Event Hub {}: {e}", self.hub))
-    }
-}
-
 /// Picks rustls' crypto provider for the process. Needed because the build
 /// enables both `ring` (reqwest, object_store) and `aws-lc-rs` (the AMQP
 /// stack's rustls defaults), and rustls then refuses to guess, panicking on
 /// the first TLS connection. Idempotent.
 pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// `<ns>.servicebus.windows.net` from a connection string's `Endpoint=sb://…/`.
-pub fn namespace_of(connection_string: &str) -> Option<String> {
-    connection_string
-        .split(';')
-        .find_map(|part| part.trim().strip_prefix("Endpoint=sb://"))
-        .map(|h| h.trim_end_matches('/').to_string())
-        .filter(|h| !h.is_empty())
 }
 
 /// The lake's partition name of partition `id` of `hub`.
@@ -230,6 +78,8 @@ struct Ctx {
     chunk: usize,
     tx: mpsc::Sender<Envelope>,
     stop: watch::Receiver<bool>,
+    /// Last sequence number durable in bronze, per partition read here.
+    durable: lag::Durable,
 }
 
 /// Consumes the hub until `stop`: every partition from `positions` without a
@@ -244,8 +94,7 @@ pub async fn run(
     lake: Option<crate::lake::Lake>,
 ) -> anyhow::Result<()> {
     install_tls_provider();
-    let namespace = namespace_of(&config.connection_string()?)
-        .ok_or_else(|| anyhow::anyhow!("the connection string has no Endpoint=sb://…"))?;
+    let namespace = config.namespace()?;
     let store = match config.store_location() {
         Some(location) => {
             BlobCheckpointStore::ensure_container(&location).await?;
@@ -267,7 +116,9 @@ pub async fn run(
         chunk,
         tx,
         stop,
+        durable: Default::default(),
     });
+    tokio::spawn(lag::report(ctx.clone()));
     tracing::info!(
         hub = ctx.config.hub,
         partitions = ids.len(),
@@ -521,28 +372,34 @@ async fn send(
         ack: Some(ack),
     };
     ctx.tx.send(envelope).await.ok()?;
-    if let Some(store) = ctx.store.clone() {
-        let checkpoint = Checkpoint {
-            fully_qualified_namespace: ctx.namespace.clone(),
-            event_hub_name: ctx.config.hub.clone(),
-            consumer_group: ctx.config.consumer_group.clone(),
-            partition_id: id.to_string(),
-            offset: last_offset,
-            sequence_number: Some(last),
-        };
-        tokio::spawn(checkpoint_when_durable(store, checkpoint, acked));
-    }
+    let checkpoint = Checkpoint {
+        fully_qualified_namespace: ctx.namespace.clone(),
+        event_hub_name: ctx.config.hub.clone(),
+        consumer_group: ctx.config.consumer_group.clone(),
+        partition_id: id.to_string(),
+        offset: last_offset,
+        sequence_number: Some(last),
+    };
+    tokio::spawn(when_durable(ctx.clone(), checkpoint, acked));
     Some(last)
 }
 
-/// Writes the checkpoint blob after the bronze commit. Failures only make the
-/// hub's lag view stale: logged, not fatal.
-async fn checkpoint_when_durable(
-    store: BlobCheckpointStore,
+/// After the bronze commit: notes the partition's durable position (for
+/// lag) and writes the checkpoint blob, if there is a store. Checkpoint
+/// failures only make the hub's lag view stale: logged, not fatal.
+async fn when_durable(
+    ctx: Arc<Ctx>,
     checkpoint: Checkpoint,
     acked: oneshot::Receiver<Result<(), String>>,
 ) {
     let Ok(Ok(())) = acked.await else { return };
+    if let Some(seq) = checkpoint.sequence_number {
+        ctx.durable
+            .lock()
+            .expect("lag map")
+            .insert(checkpoint.partition_id.clone(), seq);
+    }
+    let Some(store) = &ctx.store else { return };
     if let Err(e) = store.update_checkpoint(checkpoint).await {
         tracing::debug!("writing an event hubs checkpoint for lag visibility: {e}");
     }
@@ -566,59 +423,6 @@ async fn lost_signal(lost: &mut Option<watch::Receiver<bool>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const VAR: &str = "SLUICE_TEST_EVENTHUBS_UNIT_CONN";
-
-    fn enabled() -> EventHubsConfig {
-        // SAFETY: only this test module sets this variable, to one value.
-        unsafe {
-            std::env::set_var(
-                VAR,
-                "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=x",
-            )
-        };
-        EventHubsConfig {
-            hub: "events".into(),
-            connection_string_env: VAR.into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn bad_settings_name_the_field() {
-        type Change = fn(&mut EventHubsConfig);
-        let cases: [(&str, Change); 6] = [
-            ("eventhubs.consumer_group", |c| {
-                c.consumer_group = " ".into()
-            }),
-            ("eventhubs.connection_string_env", |c| {
-                c.connection_string_env = String::new()
-            }),
-            ("eventhubs.connection_string_env", |c| {
-                c.connection_string_env = "SLUICE_TEST_SURELY_UNSET_VARIABLE".into()
-            }),
-            ("eventhubs.checkpoint_url", |c| {
-                c.checkpoint_url = "http://127.0.0.1:10000".into()
-            }),
-            ("eventhubs.checkpoint_container", |c| {
-                c.checkpoint_url = "https://acme.blob.core.windows.net".into();
-                c.checkpoint_container = "Bad_Name".into();
-            }),
-            ("eventhubs.ownership_expiry_secs", |c| {
-                c.checkpoint_url = "https://acme.blob.core.windows.net".into();
-                c.ownership_expiry_secs = 1;
-            }),
-        ];
-        for (field, change) in cases {
-            let mut config = enabled();
-            change(&mut config);
-            let err = config.validate().unwrap_err().to_string();
-            assert!(err.contains(field), "{field}: {err}");
-            assert!(!err.contains("SharedAccessKey="), "no secret in {err}");
-        }
-        assert!(enabled().validate().is_ok());
-        assert!(EventHubsConfig::default().validate().is_ok(), "disabled");
-    }
 
     #[test]
     fn resumes_after_the_lake_position_or_from_the_earliest() {
