@@ -330,21 +330,6 @@ impl Config {
                 return Err(invalid(field, format!("{} is not a file", path.display())));
             }
         }
-        if !self.collector.listen.is_empty()
-            && self
-                .collector
-                .listen
-                .parse::<std::net::SocketAddr>()
-                .is_err()
-        {
-            return Err(invalid(
-                "collector.listen",
-                format!(
-                    "`{}` is not an address like 127.0.0.1:8080",
-                    self.collector.listen
-                ),
-            ));
-        }
         if let Some(dir) = &self.plugins.watch_dir
             && !dir.is_dir()
         {
@@ -353,27 +338,17 @@ impl Config {
                 format!("{} is not a directory", dir.display()),
             ));
         }
-        if !self.metrics.listen.is_empty()
-            && self.metrics.listen.parse::<std::net::SocketAddr>().is_err()
-        {
-            return Err(invalid(
-                "metrics.listen",
-                format!(
-                    "`{}` is not an address like 127.0.0.1:9464",
-                    self.metrics.listen
-                ),
-            ));
-        }
-        if !self.admin.listen.is_empty()
-            && self.admin.listen.parse::<std::net::SocketAddr>().is_err()
-        {
-            return Err(invalid(
-                "admin.listen",
-                format!(
-                    "`{}` is not an address like 127.0.0.1:7070",
-                    self.admin.listen
-                ),
-            ));
+        for (field, value, example) in [
+            ("collector.listen", &self.collector.listen, "127.0.0.1:8080"),
+            ("metrics.listen", &self.metrics.listen, "127.0.0.1:9464"),
+            ("admin.listen", &self.admin.listen, "127.0.0.1:7070"),
+        ] {
+            if !value.is_empty() && value.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(
+                    field,
+                    format!("`{value}` is not an address like {example}"),
+                ));
+            }
         }
         if !self.admin.listen.is_empty()
             && self

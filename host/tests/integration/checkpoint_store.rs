@@ -207,3 +207,57 @@ async fn two_owners_balance_and_take_over_in_azurite() {
         a_now.owned
     );
 }
+
+/// An instance that stops cleanly hands its partitions back: the other takes
+/// them in its next rounds, without waiting for the ownerships to expire.
+#[tokio::test]
+async fn a_stopped_owner_hands_its_partitions_back_at_once() {
+    use sluice::sources::eventhubs::{Scope, claim_round, relinquish};
+    let Some(url) = azurite() else { return };
+    let location = BlobLocation {
+        account_url: url,
+        container: format!("back-{}", uuid::Uuid::new_v4().simple()),
+        access_key: Some(AZURITE_KEY.into()),
+    };
+    BlobCheckpointStore::ensure_container(&location)
+        .await
+        .unwrap();
+    let store = BlobCheckpointStore::new(&location).unwrap();
+    let scope = Scope {
+        namespace: NS.into(),
+        hub: HUB.into(),
+        group: GROUP.into(),
+    };
+    let ids: Vec<String> = (0..4).map(|i| i.to_string()).collect();
+    let expiry = Duration::from_secs(600);
+    let (mut a, mut b) = (Default::default(), Default::default());
+    for _ in 0..4 {
+        a = claim_round(&store, &scope, "a", &ids, expiry)
+            .await
+            .unwrap()
+            .owned;
+        b = claim_round(&store, &scope, "b", &ids, expiry)
+            .await
+            .unwrap()
+            .owned;
+    }
+    assert_eq!((a.len(), b.len()), (2, 2), "a {a:?}, b {b:?}");
+
+    assert_eq!(relinquish(&store, &scope, "a").await.unwrap(), 2);
+    for _ in 0..2 {
+        b = claim_round(&store, &scope, "b", &ids, expiry)
+            .await
+            .unwrap()
+            .owned;
+    }
+    assert_eq!(
+        b.len(),
+        4,
+        "b took a's partitions long before expiry: {b:?}"
+    );
+    assert_eq!(
+        relinquish(&store, &scope, "a").await.unwrap(),
+        0,
+        "a owns nothing to hand back"
+    );
+}

@@ -80,6 +80,9 @@ struct Ctx {
     stop: watch::Receiver<bool>,
     /// Last sequence number durable in bronze, per partition read here.
     durable: lag::Durable,
+    /// Tasks waiting for a bronze commit, so ownership is handed back only
+    /// once nothing this instance sent can still be committed.
+    unacked: tokio_util::task::TaskTracker,
 }
 
 /// Consumes the hub until `stop`: every partition from `positions` without a
@@ -117,6 +120,7 @@ pub async fn run(
         tx,
         stop,
         durable: Default::default(),
+        unacked: Default::default(),
     });
     tokio::spawn(lag::report(ctx.clone()));
     tracing::info!(
@@ -153,13 +157,13 @@ async fn balance(
     let expiry = Duration::from_secs(ctx.config.ownership_expiry_secs);
     let mut readers: BTreeMap<String, (watch::Sender<bool>, tokio::task::JoinHandle<_>)> =
         BTreeMap::new();
+    let scope = Scope {
+        namespace: ctx.namespace.clone(),
+        hub: ctx.config.hub.clone(),
+        group: ctx.config.consumer_group.clone(),
+    };
     let mut stop = ctx.stop.clone();
     loop {
-        let scope = Scope {
-            namespace: ctx.namespace.clone(),
-            hub: ctx.config.hub.clone(),
-            group: ctx.config.consumer_group.clone(),
-        };
         let (owned, share) = match claim_round(&store, &scope, &owner, &ids, expiry).await {
             Ok(round) => (round.owned, round.share),
             Err(e) => {
@@ -208,7 +212,38 @@ async fn balance(
     for (_, (_, task)) in readers {
         task.await??;
     }
+    // The pipeline commits or drops what is buffered as it stops; after
+    // that nothing read here can reach bronze, and another instance may
+    // resume the partitions from the lake at once.
+    ctx.unacked.close();
+    ctx.unacked.wait().await;
+    match relinquish(&store, &scope, &owner).await {
+        Ok(n) => tracing::info!(partitions = n, "event hubs ownership handed back"),
+        Err(e) => tracing::warn!("handing back event hubs ownership ({e}); others wait for expiry"),
+    }
     Ok(())
+}
+
+/// Clears `owner`'s ownerships (ETag-conditional, so a partition already
+/// taken over is left alone); others may claim them at once. Returns how
+/// many were handed back.
+pub async fn relinquish(
+    store: &BlobCheckpointStore,
+    scope: &Scope,
+    owner: &str,
+) -> azure_core::Result<usize> {
+    let current = store
+        .list_ownerships(&scope.namespace, &scope.hub, &scope.group)
+        .await?;
+    let released: Vec<Ownership> = current
+        .into_iter()
+        .filter(|o| o.owner_id.as_deref() == Some(owner))
+        .map(|o| Ownership {
+            owner_id: None,
+            ..o
+        })
+        .collect();
+    Ok(store.claim_ownership(&released).await?.len())
 }
 
 /// Which hub and consumer group ownership is kept for.
@@ -240,7 +275,11 @@ pub async fn claim_round(
     let current = store
         .list_ownerships(&scope.namespace, &scope.hub, &scope.group)
         .await?;
-    let live: Vec<&Ownership> = current.iter().filter(|o| !expired(o, expiry)).collect();
+    // A handed-back ownership (no owner) is free like a stale one.
+    let live: Vec<&Ownership> = current
+        .iter()
+        .filter(|o| o.owner_id.is_some() && !expired(o, expiry))
+        .collect();
     let mut owners: HashSet<&str> = live.iter().filter_map(|o| o.owner_id.as_deref()).collect();
     owners.insert(owner);
     let share = crate::cluster::fair_share(ids.len(), owners.len());
@@ -380,7 +419,8 @@ async fn send(
         offset: last_offset,
         sequence_number: Some(last),
     };
-    tokio::spawn(when_durable(ctx.clone(), checkpoint, acked));
+    ctx.unacked
+        .spawn(when_durable(ctx.clone(), checkpoint, acked));
     Some(last)
 }
 
