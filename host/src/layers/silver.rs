@@ -15,9 +15,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use deltalake::arrow::array::BooleanArray;
 use deltalake::arrow::array::{
-    Array, ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    UInt32Array,
 };
 use deltalake::arrow::compute::{filter_record_batch, sort_to_indices, take, take_record_batch};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -268,9 +268,7 @@ pub fn to_stored(
     }
     let schema = stored_schema(&accepted.schema());
     let n = accepted.num_rows();
-    columns.push(Arc::new(deltalake::arrow::array::Int64Array::from(
-        vec![batch; n],
-    )));
+    columns.push(Arc::new(Int64Array::from(vec![batch; n])));
     columns.push(Arc::new(StringArray::from(vec![producer; n])));
     RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
 }
