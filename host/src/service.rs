@@ -158,6 +158,7 @@ pub async fn run(
             dir.clone(),
             control_tx.clone(),
             validator.clone(),
+            lifecycle.known_hashes(),
         ));
     }
     drop(control_tx);

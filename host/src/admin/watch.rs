@@ -1,11 +1,15 @@
 //! The watched plugin directory: a `.wasm` file dropped there is validated
 //! and deployed to the layer it declares, as if sent to the admin API.
 //! Fixtures, if any, are read from `<stem>.fixtures/{events,expected}.ndjson`.
+//! A file present at start is deployed unless the registry's history already
+//! knows its content (deployed or refused before), so a file dropped while
+//! the host was down is not missed and a restart redeploys nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::lifecycle::{Control, Fixtures, Validator};
@@ -14,12 +18,21 @@ use crate::runtime::Limits;
 /// How often the directory is scanned.
 const POLL: Duration = Duration::from_millis(500);
 
-/// Scans `dir` until the pipeline's control channel closes.
-pub async fn watch(dir: PathBuf, control: mpsc::Sender<Control>, validator: Validator) {
+/// Scans `dir` until the pipeline's control channel closes. `handled`:
+/// sha256 of every component the registry's history names.
+pub async fn watch(
+    dir: PathBuf,
+    control: mpsc::Sender<Control>,
+    validator: Validator,
+    handled: HashSet<String>,
+) {
     let mut seen: HashMap<PathBuf, (u64, SystemTime)> = HashMap::new();
-    // Files already there at start were deployed (or refused) before.
     for (path, stamp) in wasm_files(&dir) {
-        seen.insert(path, stamp);
+        let known = std::fs::read(&path)
+            .is_ok_and(|wasm| handled.contains(&hex::encode(Sha256::digest(&wasm))));
+        if known {
+            seen.insert(path, stamp);
+        }
     }
     loop {
         tokio::time::sleep(POLL).await;

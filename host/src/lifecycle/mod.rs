@@ -436,6 +436,15 @@ impl Lifecycle {
         Ok(entry)
     }
 
+    /// sha256 of every component the history names (deployed, refused…).
+    pub fn known_hashes(&self) -> std::collections::HashSet<String> {
+        self.registry
+            .history()
+            .iter()
+            .map(|e| e.hash.clone())
+            .collect()
+    }
+
     pub fn status(&self, pipeline: &Pipeline) -> Status {
         let layers = Layer::ALL
             .iter()

@@ -7,6 +7,7 @@ use std::time::Duration;
 use azure_messaging_eventhubs::CheckpointStore;
 use azure_messaging_eventhubs::models::{Checkpoint, Ownership};
 use sluice::sources::blob_checkpoints::{BlobCheckpointStore, BlobLocation, expired};
+use sluice::sources::eventhubs::{Scope, claim_round, relinquish};
 
 /// Azurite's well-known development account key (public, documented by
 /// Microsoft; not a secret).
@@ -148,13 +149,13 @@ async fn ownership_and_checkpoints_in_azurite() {
     assert!(other_group.is_empty(), "checkpoints are per consumer group");
 }
 
-/// The ownership rounds `sluice run` does, for two instances on Azurite:
-/// started together they split four partitions two and two; when one stops
-/// renewing, the other takes its partitions once they are stale.
-#[tokio::test]
-async fn two_owners_balance_and_take_over_in_azurite() {
-    use sluice::sources::eventhubs::{Scope, claim_round};
-    let Some(url) = azurite() else { return };
+/// Two owners, `a` and `b`, on a fresh container: four ownership rounds
+/// each, as two instances started together do; they split the four
+/// partitions two and two. Returns the store, the scope and the ids.
+async fn two_owners_split(
+    url: String,
+    expiry: Duration,
+) -> (BlobCheckpointStore, Scope, Vec<String>) {
     let location = BlobLocation {
         account_url: url,
         container: format!("own-{}", uuid::Uuid::new_v4().simple()),
@@ -170,7 +171,6 @@ async fn two_owners_balance_and_take_over_in_azurite() {
         group: GROUP.into(),
     };
     let ids: Vec<String> = (0..4).map(|i| i.to_string()).collect();
-    let expiry = Duration::from_secs(30);
     let (mut a, mut b) = (Default::default(), Default::default());
     for _ in 0..4 {
         a = claim_round(&store, &scope, "a", &ids, expiry)
@@ -184,6 +184,18 @@ async fn two_owners_balance_and_take_over_in_azurite() {
     }
     assert_eq!((a.len(), b.len()), (2, 2), "a {a:?}, b {b:?}");
     assert!(a.is_disjoint(&b), "a {a:?}, b {b:?}");
+    (store, scope, ids)
+}
+
+/// The ownership rounds `sluice run` does, for two instances on Azurite:
+/// started together they split four partitions two and two; when one stops
+/// renewing, the other takes its partitions once they are stale.
+#[tokio::test]
+async fn two_owners_balance_and_take_over_in_azurite() {
+    let Some(url) = azurite() else { return };
+    let expiry = Duration::from_secs(30);
+    let (store, scope, ids) = two_owners_split(url, expiry).await;
+    let mut b = Default::default();
 
     // a stops renewing; with a 3 s expiry b takes all four, one a round.
     // Blob Last-Modified has one-second resolution, so a renewal can look
@@ -212,36 +224,10 @@ async fn two_owners_balance_and_take_over_in_azurite() {
 /// them in its next rounds, without waiting for the ownerships to expire.
 #[tokio::test]
 async fn a_stopped_owner_hands_its_partitions_back_at_once() {
-    use sluice::sources::eventhubs::{Scope, claim_round, relinquish};
     let Some(url) = azurite() else { return };
-    let location = BlobLocation {
-        account_url: url,
-        container: format!("back-{}", uuid::Uuid::new_v4().simple()),
-        access_key: Some(AZURITE_KEY.into()),
-    };
-    BlobCheckpointStore::ensure_container(&location)
-        .await
-        .unwrap();
-    let store = BlobCheckpointStore::new(&location).unwrap();
-    let scope = Scope {
-        namespace: NS.into(),
-        hub: HUB.into(),
-        group: GROUP.into(),
-    };
-    let ids: Vec<String> = (0..4).map(|i| i.to_string()).collect();
     let expiry = Duration::from_secs(600);
-    let (mut a, mut b) = (Default::default(), Default::default());
-    for _ in 0..4 {
-        a = claim_round(&store, &scope, "a", &ids, expiry)
-            .await
-            .unwrap()
-            .owned;
-        b = claim_round(&store, &scope, "b", &ids, expiry)
-            .await
-            .unwrap()
-            .owned;
-    }
-    assert_eq!((a.len(), b.len()), (2, 2), "a {a:?}, b {b:?}");
+    let (store, scope, ids) = two_owners_split(url, expiry).await;
+    let mut b = Default::default();
 
     assert_eq!(relinquish(&store, &scope, "a").await.unwrap(), 2);
     for _ in 0..2 {

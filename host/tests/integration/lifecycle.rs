@@ -466,14 +466,46 @@ async fn a_component_dropped_in_the_watched_directory_is_deployed() {
     std::fs::create_dir_all(&watched).unwrap();
     let mut config = host_config(&lake);
     config.plugins.watch_dir = Some(watched.clone());
-    let host = Host::start(config).await;
+    let host = Host::start(config.clone()).await;
     std::fs::copy(env!("SLUICE_PLUGIN_SILVER_NEXT"), watched.join("next.wasm")).unwrap();
+    wait_for_silver(&host, "sluice-silver@0.2.0").await;
+    host.stop().await;
+
+    // Dropped while the host is down: deployed at the next start; the file
+    // deployed before is still there and is not deployed again.
+    std::fs::copy(
+        env!("SLUICE_PLUGIN_SILVER_STRICT"),
+        watched.join("strict.wasm"),
+    )
+    .unwrap();
+    let host = Host::start(config).await;
+    wait_for_silver(&host, "sluice-silver@0.3.0-strict").await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let status = host.status().await;
+    let deploys: Vec<&str> = status
+        .history
+        .iter()
+        .filter(|e| e.action == Action::Deploy)
+        .map(|e| e.version.as_str())
+        .collect();
+    assert_eq!(
+        deploys,
+        ["0.2.0", "0.3.0-strict"],
+        "each file deployed once"
+    );
+    assert_eq!(silver_version(&status), "sluice-silver@0.3.0-strict");
+    host.stop().await;
+}
+
+async fn wait_for_silver(host: &Host, version: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while silver_version(&host.status().await) != "sluice-silver@0.2.0" {
-        assert!(std::time::Instant::now() < deadline, "not deployed in 30 s");
+    while silver_version(&host.status().await) != version {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{version} not deployed in 30 s"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    host.stop().await;
 }
 
 /// `plugin new` → `cargo build` → `plugin test` → `plugin deploy`, as the
