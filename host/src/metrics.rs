@@ -82,6 +82,12 @@ pub fn record_lag(source: &'static str, partition: &str, lag: i64) {
         .set(lag as f64);
 }
 
+/// A partition this instance no longer reads: its lag is reported by the
+/// instance that took it over, so here it reads 0 (sums stay right).
+pub fn forget_lag(source: &'static str, partition: &str) {
+    record_lag(source, partition, 0);
+}
+
 /// A plugin change applied between two batches, and the pause it cost.
 pub fn record_swap(layer: String, action: &'static str, pause: Duration) {
     counter!("sluice_plugin_changes_total", "layer" => layer.clone(), "action" => action)

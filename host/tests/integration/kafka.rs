@@ -237,7 +237,7 @@ pub fn watch(child: &mut Child, tag: &'static str) -> Watch {
                 let _ = batch_tx.send(());
                 continue;
             }
-            if line.contains("claimed partitions") {
+            if line.contains("claimed partitions") || line.contains("handed partitions over") {
                 let _ = claim_tx.send(line.clone());
             }
             if line.contains("metrics on") {
@@ -615,6 +615,65 @@ pub async fn shared_with_a_kill_9(broker: &str) {
     second.produce(&broker, &topic);
     lines.extend(second.lines());
     wait_for_bronze(&lake, lines.len(), Duration::from_secs(240)).await;
+    terminate(b);
+    assert_exactly_once(&lake, &lines).await;
+}
+
+/// `a` owns all four partitions; `b` joins: `a` hands two over once what it
+/// read from them is committed, `b` resumes them from the lake; more events
+/// follow. Every record once, gold equal to the computation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_joins_later_is_handed_its_share() {
+    let Some(broker) = shared_broker() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique_topic("join");
+    let first = Sim {
+        seed: 31,
+        events: 8_000,
+        faults: 0.02,
+    };
+    first.produce(&broker, &topic);
+    let mut lines = first.lines();
+    let lake = dir.path().join("lake");
+    let start = |tag: &'static str| {
+        let mut child = sluice_run(&lake, &broker, &topic, 1_000)
+            .env("SLUICE_KAFKA__SHARE_PARTITIONS", "true")
+            .spawn()
+            .unwrap();
+        let watch = watch(&mut child, tag);
+        (child, watch)
+    };
+    let limit = Duration::from_secs(120);
+    let (a, a_watch) = start("a");
+    let a_claim = a_watch.claims.recv_timeout(limit).expect("a claims");
+    assert_eq!(owned(&a_claim), 4, "alone, a takes every partition");
+    a_watch.batches.recv_timeout(limit).expect("a commits");
+
+    let (b, b_watch) = start("b");
+    let owned_by = |watch: &Watch, want: usize, who: &str| loop {
+        let line = watch
+            .claims
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("{who} does not reach {want} partitions"));
+        if owned(&line) == want {
+            break;
+        }
+    };
+    owned_by(&a_watch, 2, "a");
+    owned_by(&b_watch, 2, "b");
+
+    let second = Sim {
+        seed: 32,
+        events: 6_000,
+        faults: 0.02,
+    };
+    second.produce(&broker, &topic);
+    lines.extend(second.lines());
+    b_watch.batches.recv_timeout(limit).expect("b commits");
+    wait_for_bronze(&lake, lines.len(), Duration::from_secs(240)).await;
+    terminate(a);
     terminate(b);
     assert_exactly_once(&lake, &lines).await;
 }

@@ -20,8 +20,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::{Envelope, Positions, RawRecord};
 
 mod config;
+mod sharing;
 
 pub use config::KafkaConfig;
+pub use sharing::Sharing;
+use sharing::{REBALANCE_EVERY, SharedFlow, admit, rebalance_loop};
 
 pub const SOURCE: &str = "kafka";
 
@@ -132,97 +135,6 @@ fn assignment(
     Ok(list)
 }
 
-/// Partitions shared with other instances on the same lake: which ones this
-/// instance consumes comes from claims in the cluster, and a newly claimed
-/// partition resumes from the lake's position as it is at claim time.
-pub struct Sharing {
-    pub cluster: crate::cluster::Cluster,
-    pub lake: crate::lake::Lake,
-    claims: BTreeMap<i32, crate::cluster::Claim>,
-}
-
-impl Sharing {
-    pub fn new(cluster: crate::cluster::Cluster, lake: crate::lake::Lake) -> Self {
-        Sharing {
-            cluster,
-            lake,
-            claims: BTreeMap::new(),
-        }
-    }
-
-    /// Claims free partitions up to this instance's fair share and assigns
-    /// them at the lake's positions. Partitions are never given up while the
-    /// instance lives, so no two instances consume one partition.
-    async fn rebalance(
-        &mut self,
-        consumer: &StreamConsumer,
-        topic: &str,
-        ids: &[i32],
-    ) -> anyhow::Result<()> {
-        let members = self.cluster.live_members()?;
-        let share = crate::cluster::fair_share(ids.len(), members);
-        let mut new_claims = BTreeMap::new();
-        for &id in ids {
-            if self.claims.len() + new_claims.len() >= share {
-                break;
-            }
-            if self.claims.contains_key(&id) {
-                continue;
-            }
-            let name = format!("kafka-{}", partition_name(topic, id));
-            if let Some(claim) = self.cluster.try_claim(&name)? {
-                new_claims.insert(id, claim);
-            }
-        }
-        if new_claims.is_empty() {
-            return Ok(());
-        }
-        // On an error the new claims are dropped (released), so the next
-        // look tries again instead of holding partitions nobody reads.
-        let claimed: Vec<i32> = new_claims.keys().copied().collect();
-        let positions = crate::pipeline::shared::lake_positions(&self.lake).await?;
-        consumer.incremental_assign(&assignment(topic, &claimed, &positions)?)?;
-        self.claims.extend(new_claims);
-        tracing::info!(
-            topic,
-            ?claimed,
-            owned = self.claims.len(),
-            members,
-            "claimed partitions"
-        );
-        Ok(())
-    }
-}
-
-/// How often a sharing instance looks for free partitions (and how long a
-/// fetch waits for a first message).
-const REBALANCE_EVERY: Duration = Duration::from_secs(1);
-
-/// Claims partitions every [`REBALANCE_EVERY`] until `stop`, on its own task
-/// so that a source blocked by backpressure still takes over a dead
-/// instance's partitions at once. Returns the sharing state (with its claims).
-async fn rebalance_loop(
-    mut sharing: Sharing,
-    consumer: Arc<StreamConsumer>,
-    topic: String,
-    ids: Vec<i32>,
-    mut stop: watch::Receiver<bool>,
-) -> Sharing {
-    // The first look waits a moment so instances started together all
-    // count each other before claiming.
-    let mut pause = 2 * REBALANCE_EVERY;
-    loop {
-        tokio::select! {
-            _ = stopped(&mut stop) => return sharing,
-            _ = tokio::time::sleep(pause) => {}
-        }
-        pause = REBALANCE_EVERY;
-        if let Err(e) = sharing.rebalance(&consumer, &topic, &ids).await {
-            tracing::warn!("claiming partitions failed ({e:#}); retrying");
-        }
-    }
-}
-
 /// Consumes `config.topic` from the lake's `positions` until `stop`, sending
 /// envelopes of up to `chunk` records into `tx`. Without `sharing` it
 /// consumes every partition. Returns the records sent and the sharing state,
@@ -240,33 +152,37 @@ pub async fn run(
     let Some(ids) = partitions(&consumer, &topic, &mut stop).await else {
         return Ok((0, sharing));
     };
+    let progress = Progress {
+        lag_every: Duration::from_millis(config.lag_report_ms),
+        durable: Durable::default(),
+        flow: SharedFlow::default(),
+    };
     let rebalancer = match sharing {
-        Some(sharing) => Some(tokio::spawn(rebalance_loop(
-            sharing,
-            consumer.clone(),
-            topic.clone(),
-            ids.clone(),
-            stop.clone(),
-        ))),
+        Some(sharing) => {
+            let ctx = sharing::Ctx {
+                consumer: consumer.clone(),
+                topic: topic.clone(),
+                ids: ids.clone(),
+                flow: progress.flow.clone(),
+                durable: progress.durable.clone(),
+            };
+            Some(tokio::spawn(rebalance_loop(sharing, ctx, stop.clone())))
+        }
         None => {
             consumer.assign(&assignment(&topic, &ids, &positions)?)?;
             tracing::info!(topic, partitions = ids.len(), "kafka source assigned");
             None
         }
     };
-    let lag = Lag {
-        every: Duration::from_millis(config.lag_report_ms),
-        durable: Durable::default(),
-    };
     if rebalancer.is_none() {
         // Report every partition from the start, not only after its first commit.
-        let mut durable = lag.durable.lock().expect("lag map");
+        let mut durable = progress.durable.lock().expect("lag map");
         for &id in &ids {
             let done = positions.get(&(SOURCE.to_string(), partition_name(&topic, id)));
             durable.insert(id, done.map_or(0, |d| d + 1));
         }
     }
-    let sent = consume(consumer, &topic, &ids, lag, chunk, tx, stop).await;
+    let sent = consume(consumer, &topic, &ids, progress, chunk, tx, stop).await;
     let sharing = match rebalancer {
         Some(task) => Some(task.await?),
         None => None,
@@ -279,7 +195,7 @@ async fn consume(
     consumer: Arc<StreamConsumer>,
     topic: &str,
     ids: &[i32],
-    lag: Lag,
+    progress: Progress,
     chunk: usize,
     tx: mpsc::Sender<Envelope>,
     mut stop: watch::Receiver<bool>,
@@ -291,12 +207,16 @@ async fn consume(
         .collect();
     let mut sent = 0u64;
     let mut backoff = Backoff::new();
-    let durable = lag.durable.clone();
+    let Progress {
+        lag_every,
+        durable,
+        flow,
+    } = progress;
     tokio::spawn(report_lag(
         consumer.clone(),
         topic.to_string(),
-        lag.durable,
-        lag.every,
+        durable.clone(),
+        lag_every,
         stop.clone(),
     ));
     loop {
@@ -309,7 +229,10 @@ async fn consume(
             Ok(records) if records.is_empty() => continue,
             Ok(records) => {
                 backoff.reset();
-                records
+                match admit(&flow, records) {
+                    admitted if admitted.is_empty() => continue,
+                    admitted => admitted,
+                }
             }
             Err(e) => {
                 tracing::warn!("kafka fetch failed ({e}); retrying");
@@ -364,13 +287,23 @@ async fn fetch(
     Ok(records)
 }
 
+/// The partition number of a `<topic>/<n>` partition name.
+fn partition_id(name: &str) -> i32 {
+    name.rsplit_once('/')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_default()
+}
+
 /// Next offset per partition that this instance has made durable in bronze.
 type Durable = Arc<std::sync::Mutex<BTreeMap<i32, i64>>>;
 
-/// The lag metric's settings and state.
-struct Lag {
-    every: Duration,
+/// What the fetch loop keeps per partition: how far it has sent (`flow`,
+/// with the partitions being handed over), how far that is durable, and how
+/// often the lag is reported.
+struct Progress {
+    lag_every: Duration,
     durable: Durable,
+    flow: SharedFlow,
 }
 
 /// Logs the lag of every partition this instance committed from, as the
@@ -438,12 +371,9 @@ fn record(
 fn offsets_to_commit(topic: &str, records: &[RawRecord]) -> anyhow::Result<TopicPartitionList> {
     let mut next: BTreeMap<i32, i64> = BTreeMap::new();
     for r in records {
-        let id: i32 = r
-            .partition
-            .rsplit_once('/')
-            .and_then(|(_, p)| p.parse().ok())
-            .unwrap_or_default();
-        let e = next.entry(id).or_insert(r.offset + 1);
+        let e = next
+            .entry(partition_id(&r.partition))
+            .or_insert(r.offset + 1);
         *e = (*e).max(r.offset + 1);
     }
     let mut list = TopicPartitionList::new();
