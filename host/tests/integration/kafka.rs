@@ -548,6 +548,28 @@ fn owned(line: &str) -> usize {
         .unwrap_or_else(|| panic!("no owned= in {line}"))
 }
 
+/// Produces `events` simulated events (2 % faults) into `topic`; returns
+/// their lines.
+fn produce_sim(broker: &str, topic: &str, seed: u64, events: u64) -> Vec<String> {
+    let sim = Sim {
+        seed,
+        events,
+        faults: 0.02,
+    };
+    sim.produce(broker, topic);
+    sim.lines()
+}
+
+/// A `sluice run` sharing `topic`'s partitions with other instances on `lake`.
+fn shared_instance(lake: &Path, broker: &str, topic: &str, tag: &'static str) -> (Child, Watch) {
+    let mut child = sluice_run(lake, broker, topic, 1_000)
+        .env("SLUICE_KAFKA__SHARE_PARTITIONS", "true")
+        .spawn()
+        .unwrap();
+    let watch = watch(&mut child, tag);
+    (child, watch)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_the_partitions_and_survive_a_kill_9() {
     let Some(broker) = shared_broker() else {
@@ -560,22 +582,9 @@ pub async fn shared_with_a_kill_9(broker: &str) {
     let broker = broker.to_string();
     let dir = tempfile::tempdir().unwrap();
     let topic = unique_topic("shared");
-    let first = Sim {
-        seed: 21,
-        events: 12_000,
-        faults: 0.02,
-    };
-    first.produce(&broker, &topic);
-    let mut lines = first.lines();
+    let mut lines = produce_sim(&broker, &topic, 21, 12_000);
     let lake = dir.path().join("lake");
-    let start = |tag: &'static str| {
-        let mut child = sluice_run(&lake, &broker, &topic, 1_000)
-            .env("SLUICE_KAFKA__SHARE_PARTITIONS", "true")
-            .spawn()
-            .unwrap();
-        let watch = watch(&mut child, tag);
-        (child, watch)
-    };
+    let start = |tag: &'static str| shared_instance(&lake, &broker, &topic, tag);
     let (mut a, a_watch) = start("a");
     let (b, b_watch) = start("b");
     let limit = Duration::from_secs(120);
@@ -607,13 +616,7 @@ pub async fn shared_with_a_kill_9(broker: &str) {
         "takeover took {takeover:?}"
     );
 
-    let second = Sim {
-        seed: 22,
-        events: 6_000,
-        faults: 0.02,
-    };
-    second.produce(&broker, &topic);
-    lines.extend(second.lines());
+    lines.extend(produce_sim(&broker, &topic, 22, 6_000));
     wait_for_bronze(&lake, lines.len(), Duration::from_secs(240)).await;
     terminate(b);
     assert_exactly_once(&lake, &lines).await;
@@ -629,22 +632,9 @@ async fn an_instance_that_joins_later_is_handed_its_share() {
     };
     let dir = tempfile::tempdir().unwrap();
     let topic = unique_topic("join");
-    let first = Sim {
-        seed: 31,
-        events: 8_000,
-        faults: 0.02,
-    };
-    first.produce(&broker, &topic);
-    let mut lines = first.lines();
+    let mut lines = produce_sim(&broker, &topic, 31, 8_000);
     let lake = dir.path().join("lake");
-    let start = |tag: &'static str| {
-        let mut child = sluice_run(&lake, &broker, &topic, 1_000)
-            .env("SLUICE_KAFKA__SHARE_PARTITIONS", "true")
-            .spawn()
-            .unwrap();
-        let watch = watch(&mut child, tag);
-        (child, watch)
-    };
+    let start = |tag: &'static str| shared_instance(&lake, &broker, &topic, tag);
     let limit = Duration::from_secs(120);
     let (a, a_watch) = start("a");
     let a_claim = a_watch.claims.recv_timeout(limit).expect("a claims");
@@ -664,13 +654,7 @@ async fn an_instance_that_joins_later_is_handed_its_share() {
     owned_by(&a_watch, 2, "a");
     owned_by(&b_watch, 2, "b");
 
-    let second = Sim {
-        seed: 32,
-        events: 6_000,
-        faults: 0.02,
-    };
-    second.produce(&broker, &topic);
-    lines.extend(second.lines());
+    lines.extend(produce_sim(&broker, &topic, 32, 6_000));
     b_watch.batches.recv_timeout(limit).expect("b commits");
     wait_for_bronze(&lake, lines.len(), Duration::from_secs(240)).await;
     terminate(a);
