@@ -40,7 +40,6 @@ use crate::layers::bronze::{self, RawColumns};
 use crate::layers::gold::GoldTables;
 use crate::layers::quarantine::{self, QuarantineRows};
 use crate::layers::silver::{self, DedupState};
-
 use crate::runtime::{Layer, PluginFailure};
 use crate::sources::{Positions, RawRecord};
 use job::LayerJob;
