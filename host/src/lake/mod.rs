@@ -58,6 +58,32 @@ fn other_err(table: &str, message: impl std::fmt::Display) -> LakeError {
     }
 }
 
+/// Refuses an existing table that lacks a column this version writes (a lake
+/// written by an older Sluice or another plugin), naming the columns, rather
+/// than failing later inside a query or a commit.
+fn check_has_columns(name: &str, table: &DeltaTable, schema: &Schema) -> Result<()> {
+    let snapshot = table.snapshot().map_err(delta_err(name))?;
+    let existing = snapshot.schema();
+    let missing: Vec<&str> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|n| existing.field(n).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(other_err(
+        name,
+        format!(
+            "the table in the lake has no column {}; it was written by another version of \
+             Sluice or of its plugin. Use a new lake (replay the old bronze into it) or add \
+             the columns",
+            missing.join(", ")
+        ),
+    ))
+}
+
 /// The root all tables live under, and the storage options to reach it.
 #[derive(Clone)]
 pub struct Lake {
@@ -150,6 +176,7 @@ impl Lake {
     ) -> Result<LakeTable> {
         let table = self.load(name).await?;
         let table = if table.version().is_some() {
+            check_has_columns(name, &table, schema)?;
             table
         } else {
             let kernel: StructType = schema.try_into_kernel().map_err(|e| other_err(name, e))?;
@@ -452,5 +479,32 @@ impl LakeTable {
             )
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::datatypes::{DataType, Field};
+
+    #[tokio::test]
+    async fn an_existing_table_missing_a_column_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::local(dir.path()).unwrap();
+        let old = Schema::new(vec![Field::new("event_id", DataType::Utf8, false)]);
+        lake.open_or_create("t", "test", &old, &[]).await.unwrap();
+        let new = Schema::new(vec![
+            Field::new("event_id", DataType::Utf8, false),
+            Field::new("source_partition", DataType::Utf8, false),
+        ]);
+        let err = lake
+            .open_or_create("t", "test", &new, &[])
+            .await
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("table `t`"), "{err}");
+        assert!(err.contains("no column source_partition"), "{err}");
+        assert!(lake.open_or_create("t", "test", &old, &[]).await.is_ok());
     }
 }
