@@ -200,7 +200,7 @@ async fn remote(command: &PluginCommand) -> anyhow::Result<ExitCode> {
                     "{} {:<6} {:<13} {}@{} from batch {} (pause {} µs) {}",
                     e.at,
                     e.layer,
-                    format!("{:?}", e.action).to_lowercase(),
+                    e.action.name(),
                     e.name,
                     e.version,
                     e.from_batch,

@@ -133,6 +133,10 @@ impl DedupState {
     /// Judges one event of stream `key` and, if accepted, remembers it.
     pub fn judge(&mut self, id: &str, key: &str, event_time: i64) -> Verdict {
         let stream = self.stream(key);
+        self.judge_in(stream, id, event_time)
+    }
+
+    fn judge_in(&mut self, stream: u32, id: &str, event_time: i64) -> Verdict {
         if let Some(watermark) = self.watermark_of(stream)
             && event_time < watermark
         {
@@ -194,6 +198,7 @@ pub fn deduplicate(
     let times = column::<TimestampMicrosecondArray>(&rows, EVENT_TIME)?;
     let mut keep = Vec::with_capacity(rows.num_rows());
     let mut rejected = Vec::new();
+    let mut last_stream: Option<(&str, &str, u32)> = None;
     for i in 0..rows.num_rows() {
         let (id, t, row) = (ids.value(i), times.value(i), input_row.value(i));
         if row as usize >= input.len() {
@@ -203,7 +208,20 @@ pub fn deduplicate(
             ));
         }
         let origin = input.row(row as usize);
-        let verdict = state.judge(id, &stream_key(origin.source, origin.partition), t);
+        // Rows of one partition come in runs: look the stream up once a run.
+        let stream = match last_stream {
+            Some((source, partition, stream))
+                if (source, partition) == (origin.source, origin.partition) =>
+            {
+                stream
+            }
+            _ => {
+                let stream = state.stream(&stream_key(origin.source, origin.partition));
+                last_stream = Some((origin.source, origin.partition, stream));
+                stream
+            }
+        };
+        let verdict = state.judge_in(stream, id, t);
         keep.push(verdict == Verdict::Accept);
         match verdict {
             Verdict::Accept => {}

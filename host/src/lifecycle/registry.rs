@@ -196,6 +196,21 @@ pub fn now_rfc3339() -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn action_names_are_the_history_file_spelling() {
+        for action in [
+            Action::Deploy,
+            Action::Promote,
+            Action::Rollback,
+            Action::AutoRollback,
+            Action::Shadow,
+            Action::Refused,
+        ] {
+            let stored = serde_json::to_value(action).unwrap();
+            assert_eq!(stored.as_str(), Some(action.name()));
+        }
+    }
+
     fn entry(action: Action, hash: &str) -> Entry {
         Entry {
             at: now_rfc3339(),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use sluice::config::Config;
 use sluice::lake::{Lake, StorageOptions};
 
-use crate::common::{self, Expected, GOLD_QUERIES};
+use crate::common::{self, Expected};
 
 /// A service `.ci/run` provides: its value, or `None` with the skip reason
 /// printed. In CI (`SLUICE_TEST_REQUIRE_SERVICES`) a missing one fails.
@@ -65,13 +65,7 @@ async fn assert_lake_matches(lake: &Lake, lines: &[String], lateness_secs: u64) 
         common::count_in(lake, "SELECT COUNT(DISTINCT event_id) FROM silver_events").await;
     assert_eq!(silver as usize, expected.accepted.len());
     assert_eq!(distinct, silver, "silver holds each event once");
-    for (table, sql) in GOLD_QUERIES {
-        common::assert_same_rows(
-            table,
-            &common::rows_in(lake, sql).await,
-            &expected.table(table),
-        );
-    }
+    common::assert_gold_matches_in(lake, &expected).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

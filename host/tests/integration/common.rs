@@ -469,3 +469,15 @@ pub fn sample(samples: &[Sample], name: &str, labels: &[&str]) -> Option<f64> {
         })
         .map(|(_, v)| *v)
 }
+
+/// Every gold table of the local `lake` equals `expected`'s computation.
+pub async fn assert_gold_matches(lake: &Path, expected: &Expected) {
+    assert_gold_matches_in(&Lake::local(lake).unwrap(), expected).await;
+}
+
+/// Every gold table of an open `lake` equals `expected`'s computation.
+pub async fn assert_gold_matches_in(lake: &Lake, expected: &Expected) {
+    for (table, sql) in GOLD_QUERIES {
+        assert_same_rows(table, &rows_in(lake, sql).await, &expected.table(table));
+    }
+}

@@ -62,18 +62,23 @@ async fn live_event_hubs_kafka_endpoint_round_trip() {
     run.env("SLUICE_KAFKA__GROUP", "$Default");
     let mut child = sasl(&mut run).spawn().unwrap();
     let _watch = watch(&mut child, "eventhubs");
-    // The hub may hold older events too: wait for at least ours, then check
-    // each of ours arrived exactly once.
-    wait_for_bronze(&lake, sim.events as usize, Duration::from_secs(300)).await;
-    let lines = sim.lines();
-    let ids: Vec<String> = lines
+    wait_for_our_events(&lake, &sim).await;
+    terminate(child);
+}
+
+/// The hub may hold older events too: waits for at least `sim`'s count in
+/// bronze, then until each of its events is in silver (5 minutes at most).
+pub async fn wait_for_our_events(lake: &std::path::Path, sim: &Sim) {
+    wait_for_bronze(lake, sim.events as usize, Duration::from_secs(300)).await;
+    let ids: Vec<String> = sim
+        .lines()
         .iter()
         .filter_map(|l| common::parse(l).map(|e| format!("'{}'", e.id)))
         .collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     loop {
         let found = common::count(
-            &lake,
+            lake,
             &format!(
                 "SELECT COUNT(*) FROM silver_events WHERE event_id IN ({})",
                 ids.join(",")
@@ -81,7 +86,7 @@ async fn live_event_hubs_kafka_endpoint_round_trip() {
         )
         .await as usize;
         if found == ids.len() {
-            break;
+            return;
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -90,5 +95,4 @@ async fn live_event_hubs_kafka_endpoint_round_trip() {
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    terminate(child);
 }

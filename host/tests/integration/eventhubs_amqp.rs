@@ -4,10 +4,8 @@
 //! it skipped otherwise (a cloud service cannot be started by `.ci/run`).
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use crate::common;
-use crate::kafka::{Sim, sluice_run, terminate, wait_for_bronze, watch};
+use crate::kafka::{Sim, sluice_run, terminate, watch};
 
 /// `sluice simulate --to eventhubs://<hub>` for `sim`'s settings.
 fn simulate(sim: &Sim, hub: &str) -> Command {
@@ -72,33 +70,6 @@ async fn live_event_hubs_amqp_round_trip() {
     }
     let mut child = run.spawn().unwrap();
     let _watch = watch(&mut child, "eventhubs-amqp");
-    // The hub may hold older events too: wait for at least ours, then check
-    // each of ours arrived exactly once.
-    wait_for_bronze(&lake, sim.events as usize, Duration::from_secs(300)).await;
-    let ids: Vec<String> = sim
-        .lines()
-        .iter()
-        .filter_map(|l| common::parse(l).map(|e| format!("'{}'", e.id)))
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let found = common::count(
-            &lake,
-            &format!(
-                "SELECT COUNT(*) FROM silver_events WHERE event_id IN ({})",
-                ids.join(",")
-            ),
-        )
-        .await as usize;
-        if found == ids.len() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{found} of {} events arrived",
-            ids.len()
-        );
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+    crate::eventhubs::wait_for_our_events(&lake, &sim).await;
     terminate(child);
 }

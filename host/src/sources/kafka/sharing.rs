@@ -40,11 +40,16 @@ pub(super) type SharedFlow = Arc<Mutex<Flow>>;
 /// that may still reach bronze.
 pub(super) fn admit(flow: &SharedFlow, mut records: Vec<RawRecord>) -> Vec<RawRecord> {
     let mut flow = flow.lock().expect("flow");
-    records.retain(|r| !flow.closed.contains(&partition_id(&r.partition)));
-    for r in &records {
-        let next = flow.sent.entry(partition_id(&r.partition)).or_default();
+    let Flow { sent, closed } = &mut *flow;
+    records.retain(|r| {
+        let id = partition_id(&r.partition);
+        if closed.contains(&id) {
+            return false;
+        }
+        let next = sent.entry(id).or_default();
         *next = (*next).max(r.offset + 1);
-    }
+        true
+    });
     records
 }
 

@@ -1,6 +1,7 @@
 //! Plugin lifecycle on a running host, through its real admin API and
 //! collector: swaps under load, refused and auto-rolled-back deploys, shadow
-//! runs, replay from bronze, the watched directory and a scaffolded plugin.
+//! runs and the watched directory here; replay from bronze and a scaffolded
+//! plugin in their own files. `Host` is the harness all of them share.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,9 @@ use sluice::lifecycle::{Change, Fixtures, Status};
 use sluice::pipeline::ReplayReport;
 
 use crate::common::{self, Expected};
+
+mod replay;
+mod scaffold;
 
 const TOKEN: &str = "test-admin-token-0123456789";
 const LATENESS_MICROS: i64 = 3_600 * 1_000_000;
@@ -144,13 +148,7 @@ async fn assert_pipeline_matches(lake: &Path, lines: &[String]) {
     )
     .await;
     assert_eq!(malformed as usize, expected.malformed, "malformed");
-    for (table, sql) in common::GOLD_QUERIES {
-        common::assert_same_rows(
-            table,
-            &common::rows(lake, sql).await,
-            &expected.table(table),
-        );
-    }
+    common::assert_gold_matches(lake, &expected).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -393,72 +391,6 @@ async fn a_shadow_run_reports_the_diff_of_a_changed_rule_and_writes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn replay_after_a_buggy_version_gives_what_the_fixed_one_would_have() {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    let host = Host::start(host_config(&lake)).await;
-    let all = common::simulated_lines(34, 4_500, 0.04);
-    let (a, rest) = all.split_at(1_500);
-    let (b, c) = rest.split_at(1_500);
-    host.send(a, 250).await;
-    let buggy = test_plugin(env!("SLUICE_PLUGIN_SILVER_BUGGY"));
-    let from = host
-        .deploy("silver", &buggy, false)
-        .await
-        .unwrap()
-        .from_batch;
-    host.send(b, 250).await;
-    let upper = "SELECT COUNT(*) FROM silver_events WHERE feature <> lower(feature)";
-    assert!(common::count(&lake, upper).await > 0, "the bug shows");
-    let before_sql = format!("SELECT * FROM silver_events WHERE batch_id < {from}");
-    let before = common::rows(&lake, &before_sql).await;
-    host.rollback("silver").await;
-    let report: ReplayReport = host
-        .admin
-        .post(
-            "/v1/replay",
-            &ReplayRequest {
-                layer: "silver".into(),
-                from_batch: Some(from),
-                since: None,
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(report.from_batch, from);
-    host.send(c, 250).await;
-    host.stop().await;
-
-    assert_eq!(common::count(&lake, upper).await, 0);
-    assert_eq!(
-        common::rows(&lake, &before_sql).await,
-        before,
-        "rows before the range changed"
-    );
-    assert_pipeline_matches(&lake, &all).await;
-    let buggy_rows = "SELECT COUNT(*) FROM silver_events WHERE producer LIKE '%buggy%'";
-    assert_eq!(common::count(&lake, buggy_rows).await, 0);
-
-    // Offline, by time, gold only: a rebuild from the same silver changes nothing.
-    let stdout = common::run_ok(
-        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args([
-                "replay",
-                "--layer",
-                "gold",
-                "--since",
-                "2000-01-01T00:00:00Z",
-                "--offline",
-            ])
-            .arg("--lake")
-            .arg(&lake),
-    );
-    let report: ReplayReport = serde_json::from_str(&stdout).unwrap();
-    assert_eq!((report.layer.as_str(), report.from_batch), ("gold", 1));
-    assert_pipeline_matches(&lake, &all).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_component_dropped_in_the_watched_directory_is_deployed() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
@@ -506,146 +438,4 @@ async fn wait_for_silver(host: &Host, version: &str) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-}
-
-/// `plugin new` → `cargo build` → `plugin test` → `plugin deploy`, as the
-/// guide tells a newcomer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_scaffolded_plugin_builds_passes_its_fixtures_and_deploys() {
-    let dir = tempfile::tempdir().unwrap();
-    let sluice = env!("CARGO_BIN_EXE_sluice");
-    let run = |args: &[&str], cwd: &Path| {
-        common::run_ok(
-            std::process::Command::new(sluice)
-                .args(args)
-                .current_dir(cwd)
-                .env("SLUICE_ADMIN_TOKEN", TOKEN),
-        )
-    };
-    run(
-        &["plugin", "new", "acme-rules", "--layer", "silver"],
-        dir.path(),
-    );
-    let crate_dir = dir.path().join("acme-rules");
-    let wasm = build_scaffold(&crate_dir);
-    let wasm = wasm.to_str().unwrap();
-    let out = run(
-        &[
-            "plugin",
-            "test",
-            wasm,
-            "--fixtures",
-            "fixtures/events.ndjson",
-            "--expect",
-            "fixtures/expected.ndjson",
-        ],
-        &crate_dir,
-    );
-    assert!(out.contains("rows match"), "{out}");
-
-    let lake = dir.path().join("lake");
-    let host = Host::start(host_config(&lake)).await;
-    let out = run(
-        &[
-            "plugin",
-            "deploy",
-            "silver",
-            wasm,
-            "--fixtures",
-            "fixtures",
-            "--admin",
-            &host.admin_url,
-        ],
-        &crate_dir,
-    );
-    assert!(out.contains("acme-rules@0.1.0"), "{out}");
-    let list = run(&["plugin", "list", "--admin", &host.admin_url], &crate_dir);
-    assert!(list.contains("acme-rules"), "{list}");
-    let mut event: serde_json::Value = serde_json::from_str(&panic_event(1, "")).unwrap();
-    event["account_id"] = json!("test_internal");
-    host.send(&[event.to_string(), panic_event(2, "")], 10)
-        .await;
-    host.stop().await;
-    let reasons = common::rows(&lake, "SELECT reason FROM quarantine").await;
-    assert_eq!(reasons, vec![json!({"reason": "test_account"}).to_string()]);
-}
-
-/// Builds the scaffolded crate for wasm32-wasip2 in a target directory kept
-/// under the workspace's, so repeated runs reuse compiled dependencies.
-fn build_scaffold(crate_dir: &Path) -> PathBuf {
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
-    // Resolve to the versions the workspace is tested with.
-    std::fs::copy(lock, crate_dir.join("Cargo.lock")).unwrap();
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.current_dir(crate_dir)
-        .args(["build", "--release", "--target", "wasm32-wasip2"])
-        .arg("--target-dir")
-        .arg(&target);
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "RUSTC_WORKSPACE_WRAPPER",
-    ] {
-        cmd.env_remove(var);
-    }
-    common::run_ok(&mut cmd);
-    target.join("wasm32-wasip2/release/acme_rules.wasm")
-}
-
-/// A replay killed between replacing silver and replacing gold is finished
-/// by the next start, before any new batch.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interrupted_replay_is_finished_on_the_next_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    let events = dir.path().join("events.ndjson");
-    let lines = common::simulated_lines(35, 2_000, 0.04);
-    common::write_lines(&events, &lines);
-    let mut buggy = common::replay_config(&lake, vec![events], 500);
-    buggy.plugins.silver = Some(env!("SLUICE_PLUGIN_SILVER_BUGGY").into());
-    common::run_to_end(&buggy).await;
-    let upper = "SELECT COUNT(*) FROM dim_feature WHERE feature <> lower(feature)";
-    assert!(
-        common::count(&lake, upper).await > 0,
-        "the bug shows in gold"
-    );
-
-    // Replay with the default silver plugin, aborted after silver.
-    let sluice = |args: &[&str], failpoint: Option<&str>| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
-        cmd.args(args).arg("--lake").arg(&lake);
-        if let Some(point) = failpoint {
-            cmd.env("SLUICE_FAILPOINT", point);
-        }
-        cmd.output().unwrap()
-    };
-    let replay = [
-        "replay",
-        "--layer",
-        "silver",
-        "--from-batch",
-        "1",
-        "--offline",
-    ];
-    let crashed = sluice(&replay, Some("replay-silver-replaced:1"));
-    assert!(!crashed.status.success(), "the failpoint aborts the replay");
-    let silver_upper = "SELECT COUNT(*) FROM silver_events WHERE feature <> lower(feature)";
-    assert_eq!(
-        common::count(&lake, silver_upper).await,
-        0,
-        "silver was replaced"
-    );
-    assert!(common::count(&lake, upper).await > 0, "gold was not yet");
-
-    // Any start finishes it: here a run with nothing to ingest.
-    let restarted = sluice(&["run", "--listen", ""], None);
-    assert!(
-        restarted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&restarted.stderr)
-    );
-    assert_pipeline_matches(&lake, &lines).await;
 }
