@@ -7,6 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "build/wasm_target.rs"]
+mod wasm_target;
+
 /// Embedded default plugins.
 const PLUGINS: [&str; 3] = ["bronze", "silver", "gold"];
 /// Plugins only tests use (their paths are exported, not embedded).
@@ -30,6 +33,7 @@ fn main() {
         // placeholders, so the binary cannot run plugins.
         return embed_placeholders();
     }
+    ensure_wasm_target();
     // Separate invocations and target dirs: the test plugins link the
     // default ones as libraries without their exports (feature unification
     // would undo that), and their cdylib artifacts would overwrite the real ones.
@@ -42,6 +46,18 @@ fn main() {
         &build_plugins(&root, &main_target.join("wasm-test"), &TEST_PLUGINS),
         &TEST_PLUGINS,
     );
+}
+
+/// Fails at once, not after the long host build, when the plugins cannot be
+/// built; adds the target itself where rustup can.
+fn ensure_wasm_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let toolchain = std::env::var("RUSTUP_TOOLCHAIN").ok();
+    match wasm_target::ensure_wasm_target(&rustc, toolchain.as_deref()) {
+        Ok(Some(done)) => println!("cargo:warning={done}"),
+        Ok(None) => {}
+        Err(why) => panic!("{why}"),
+    }
 }
 
 fn export_paths(out_dir: &Path, plugins: &[&str]) {

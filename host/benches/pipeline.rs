@@ -3,7 +3,10 @@
 //! plugin timed in Wasm against the same crate compiled natively.
 //!
 //! `cargo bench -p sluice --bench pipeline -- [--events N] [--batch N]`
-//! Prints figures; asserts nothing about speed.
+//! Prints figures; asserts nothing about speed. With the DuckDB anchor
+//! installed (`../shared/anchors/README.md`; `SLUICE_ANCHOR_PYTHON` names its
+//! Python, default `/tmp/anchor-venv/bin/python`), it runs the anchor on the
+//! same file right after and prints the ratios.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -18,6 +21,8 @@ struct Args {
     events: u64,
     batch: usize,
     layer_sample: usize,
+    /// Run the DuckDB anchor beside (`--anchor false` to skip it).
+    anchor: bool,
 }
 
 fn args() -> Args {
@@ -25,6 +30,7 @@ fn args() -> Args {
         events: 2_000_000,
         batch: 100_000,
         layer_sample: 100_000,
+        anchor: true,
     };
     let argv: Vec<String> = std::env::args().collect();
     for pair in argv.windows(2) {
@@ -32,6 +38,7 @@ fn args() -> Args {
             "--events" => a.events = pair[1].parse().expect("--events N"),
             "--batch" => a.batch = pair[1].parse().expect("--batch N"),
             "--layer-sample" => a.layer_sample = pair[1].parse().expect("--layer-sample N"),
+            "--anchor" => a.anchor = pair[1].parse().expect("--anchor true|false"),
             _ => {}
         }
     }
@@ -135,8 +142,83 @@ fn main() {
         (cpu1 - cpu0) / wall
     );
     println!("peak RSS          {rss:.0} MiB");
+    if args.anchor {
+        anchor_beside(dir.path(), wall, cpu1 - cpu0, rss);
+    }
 
     layers_wasm_vs_native(&lines[..args.layer_sample.min(lines.len())]);
+}
+
+/// Runs the DuckDB medallion anchor on the same events file (the only
+/// `.ndjson` in `dir`) under `/usr/bin/time -v` and prints both side by side.
+fn anchor_beside(dir: &std::path::Path, wall: f64, cpu: f64, rss_mib: f64) {
+    let python = std::env::var("SLUICE_ANCHOR_PYTHON")
+        .unwrap_or_else(|_| "/tmp/anchor-venv/bin/python".into());
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/anchors/duckdb_medallion.py");
+    if !std::path::Path::new(&python).exists() || !script.exists() {
+        println!(
+            "\n(anchor skipped: {python} or {} is missing)",
+            script.display()
+        );
+        return;
+    }
+    let work = dir.join("duckdb-work");
+    let output = std::process::Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(&python)
+        .arg(&script)
+        .args(["--threads", "2", "--input"])
+        .arg(dir)
+        .arg("--work")
+        .arg(&work)
+        .output()
+        .expect("running the anchor");
+    let report = String::from_utf8_lossy(&output.stderr);
+    let field = |name: &str| -> f64 {
+        report
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let a_wall = wall_seconds(&report);
+    let a_cpu = field("User time (seconds):") + field("System time (seconds):");
+    let a_rss = field("Maximum resident set size (kbytes):") / 1024.0;
+    println!("\n== side by side with the DuckDB anchor (same file, same run)");
+    println!(
+        "{:<10} {:>9} {:>9} {:>11}",
+        "", "wall s", "CPU s", "peak MiB"
+    );
+    println!("{:<10} {wall:>9.2} {cpu:>9.2} {rss_mib:>11.0}", "sluice");
+    println!("{:<10} {a_wall:>9.2} {a_cpu:>9.2} {a_rss:>11.0}", "duckdb");
+    println!(
+        "{:<10} {:>9.2} {:>9.2} {:>11.2}",
+        "ratio",
+        wall / a_wall,
+        cpu / a_cpu,
+        rss_mib / a_rss
+    );
+    if !output.status.success() {
+        println!(
+            "(the anchor failed: {})",
+            report.lines().last().unwrap_or("")
+        );
+    }
+}
+
+/// "Elapsed (wall clock) time (h:mm:ss or m:ss): 0:10.91" in seconds.
+fn wall_seconds(time_report: &str) -> f64 {
+    let Some(value) = time_report
+        .lines()
+        .find(|l| l.contains("Elapsed (wall clock)"))
+        .and_then(|l| l.rsplit(' ').next())
+    else {
+        return f64::NAN;
+    };
+    value.split(':').fold(0.0, |acc, part| {
+        acc * 60.0 + part.parse::<f64>().unwrap_or(f64::NAN)
+    })
 }
 
 fn time<T>(mut f: impl FnMut() -> T) -> (Duration, T) {
@@ -183,7 +265,7 @@ fn layers_wasm_vs_native(lines: &[String]) {
     let input = bronze::RawColumns::new(&bronze_rows).expect("bronze columns");
     let (accepted, _) =
         silver::deduplicate(&mut dedup, &out[silver::TABLE], &input).expect("dedup");
-    let silver_rows = silver::to_stored(&accepted, &bronze_rows, 1, "bench").expect("stored");
+    let silver_rows = silver::to_stored(&accepted, &bronze_rows, "bench").expect("stored");
     let (gold_wasm, _) = time(|| g.transform(&silver_rows).expect("gold"));
     let (gold_native, _) = time(|| native::<sluice_plugin_gold::Gold>(&silver_rows));
     println!(

@@ -6,26 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// Why a configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("config field `{field}`: {message}")]
-    Invalid { field: String, message: String },
-}
-
-pub(crate) fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.to_string(),
-        message: message.into(),
-    }
-}
+pub use crate::config_error::{ConfigError, invalid, parse};
 
 /// Everything `sluice run` needs. Every field has a default, so an empty file
 /// (or none) is a working local setup.
@@ -61,14 +42,20 @@ pub struct Config {
     pub eventhubs: crate::sources::eventhubs::EventHubsConfig,
 }
 
-/// When a micro-batch closes.
+/// When a bronze batch closes (group commit of the ingest tier).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
     /// Close a batch once it holds this many events.
     pub max_events: usize,
-    /// Close a batch this long after its first event arrived.
-    pub max_wait_ms: u64,
+    /// Close a batch once its raw events hold this many bytes (one request
+    /// larger than this is a batch of its own).
+    pub max_bytes: usize,
+    /// Close a batch this long after its first event arrived, if it is not
+    /// full before: how long a producer's acknowledgement may wait for
+    /// others to share its commit. (`max_wait_ms` is the old name.)
+    #[serde(alias = "max_wait_ms")]
+    pub linger_ms: u64,
 }
 
 /// How late an event may arrive and still be counted.
@@ -172,7 +159,8 @@ impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
             max_events: 50_000,
-            max_wait_ms: 1_000,
+            max_bytes: 32 << 20,
+            linger_ms: 5,
         }
     }
 }
@@ -252,7 +240,8 @@ impl Config {
             "lake" => self.lake = value.into(),
             "cache_dir" => self.cache_dir = Some(value.into()),
             "batch.max_events" => self.batch.max_events = parse(&field, value)?,
-            "batch.max_wait_ms" => self.batch.max_wait_ms = parse(&field, value)?,
+            "batch.linger_ms" | "batch.max_wait_ms" => self.batch.linger_ms = parse(&field, value)?,
+            "batch.max_bytes" => self.batch.max_bytes = parse(&field, value)?,
             "lateness.allowed_secs" => self.lateness.allowed_secs = parse(&field, value)?,
             "plugins.bronze" => self.plugins.bronze = Some(value.into()),
             "plugins.silver" => self.plugins.silver = Some(value.into()),
@@ -310,8 +299,11 @@ impl Config {
         if self.batch.max_events == 0 {
             return Err(invalid("batch.max_events", "must be at least 1"));
         }
-        if self.batch.max_wait_ms == 0 {
-            return Err(invalid("batch.max_wait_ms", "must be at least 1"));
+        if self.batch.linger_ms == 0 {
+            return Err(invalid("batch.linger_ms", "must be at least 1"));
+        }
+        if self.batch.max_bytes < 1 << 10 {
+            return Err(invalid("batch.max_bytes", "must be at least 1024"));
         }
         if !(16..=65_536).contains(&self.plugins.memory_mb) {
             return Err(invalid("plugins.memory_mb", "must be between 16 and 65536"));
@@ -412,18 +404,9 @@ impl Config {
         }
     }
 
-    pub fn max_wait(&self) -> Duration {
-        Duration::from_millis(self.batch.max_wait_ms)
+    pub fn linger(&self) -> Duration {
+        Duration::from_millis(self.batch.linger_ms)
     }
-}
-
-pub(crate) fn parse<T: std::str::FromStr>(field: &str, value: &str) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    value
-        .parse()
-        .map_err(|e| invalid(field, format!("`{value}`: {e}")))
 }
 
 #[cfg(test)]

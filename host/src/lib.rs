@@ -9,6 +9,8 @@
 pub mod admin;
 pub mod cluster;
 pub mod config;
+pub mod config_error;
+pub mod failpoint;
 pub mod lake;
 pub mod layers;
 pub mod lifecycle;

@@ -12,10 +12,12 @@ use axum::routing::get;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::pipeline::BatchReport;
-
 /// Buckets of `sluice_batch_seconds`: a small batch to a slow lake.
 const BATCH_SECONDS_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+/// Buckets of `sluice_event_to_gold_seconds`: a quiet pipeline to a backlog.
+const EVENT_TO_GOLD_BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -28,6 +30,11 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full("sluice_batch_seconds".into()),
             &BATCH_SECONDS_BUCKETS,
+        )
+        .context("histogram buckets")?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("sluice_event_to_gold_seconds".into()),
+            &EVENT_TO_GOLD_BUCKETS,
         )
         .context("histogram buckets")?
         .install_recorder()
@@ -63,17 +70,39 @@ pub async fn bind(addr: &str) -> anyhow::Result<(tokio::net::TcpListener, Socket
     Ok((listener, bound))
 }
 
-/// One committed batch: its events by outcome and how long it took.
-pub fn record_batch(report: &BatchReport) {
+/// What one committed refine step did.
+pub struct StepFigures<'a> {
+    /// The step's id: its last bronze batch.
+    pub batch: i64,
+    pub events: usize,
+    pub accepted: usize,
+    pub quarantined: &'a std::collections::BTreeMap<String, usize>,
+    pub millis: u128,
+}
+
+/// One committed refine step: its events by outcome and how long it took.
+pub fn record_batch(step: StepFigures<'_>) {
     counter!("sluice_batches_total").increment(1);
-    counter!("sluice_events_total").increment(report.events as u64);
-    counter!("sluice_events_accepted_total").increment(report.accepted as u64);
-    for (reason, n) in &report.quarantined {
+    counter!("sluice_events_total").increment(step.events as u64);
+    counter!("sluice_events_accepted_total").increment(step.accepted as u64);
+    for (reason, n) in step.quarantined {
         counter!("sluice_events_quarantined_total", "reason" => reason.clone())
             .increment(*n as u64);
     }
-    gauge!("sluice_last_batch_id").set(report.batch as f64);
-    histogram!("sluice_batch_seconds").record(report.millis as f64 / 1_000.0);
+    gauge!("sluice_last_batch_id").set(step.batch as f64);
+    histogram!("sluice_batch_seconds").record(step.millis as f64 / 1_000.0);
+}
+
+/// The last batch a tier (`bronze`, `silver`, `gold`) committed; the lag
+/// between two tiers is the difference of their positions.
+pub fn record_tier_position(tier: &'static str, batch: i64) {
+    gauge!("sluice_tier_position", "tier" => tier).set(batch as f64);
+}
+
+/// From a bronze batch's arrival to the gold commit that includes it; one
+/// sample per bronze batch (its events share that arrival time).
+pub fn record_event_to_gold(micros: i64) {
+    histogram!("sluice_event_to_gold_seconds").record(micros as f64 / 1e6);
 }
 
 /// Events in a source partition after what is durable in bronze.

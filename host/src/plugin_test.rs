@@ -84,7 +84,7 @@ pub fn layer_input(
     let input = RawColumns::new(&bronze_rows).map_err(anyhow::Error::msg)?;
     let (accepted, _) =
         silver::deduplicate(&mut dedup, &silver_rows, &input).map_err(anyhow::Error::msg)?;
-    silver::to_stored(&accepted, &bronze_rows, 1, &silver_plugin.meta().producer())
+    silver::to_stored(&accepted, &bronze_rows, &silver_plugin.meta().producer())
         .map_err(anyhow::Error::msg)
 }
 

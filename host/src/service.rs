@@ -116,6 +116,26 @@ async fn open_shared(
     Ok((pipeline, kafka::Sharing::new(cluster, lake)))
 }
 
+/// Instances share a lake through file locks beside it, which exist only
+/// for a lake on this machine's disk: refused, naming the field, rather
+/// than quietly committing into a local directory named after the URL.
+fn refuse_shared_remote_lake(config: &Config) -> anyhow::Result<()> {
+    let root = crate::lake::location::parse(&config.lake, &config.lake_options)
+        .map_err(|e| anyhow::anyhow!("config field `lake`: {e}"))?;
+    if let crate::lake::LakeRoot::Remote { url, .. } = root {
+        let field = if config.kafka.enabled() && config.kafka.share_partitions {
+            "kafka.share_partitions"
+        } else {
+            "eventhubs.checkpoint_url"
+        };
+        anyhow::bail!(
+            "config field `{field}`: sharing work between instances needs a lake on local \
+             disk for now, and the lake is {url}; run one instance on it"
+        );
+    }
+    Ok(())
+}
+
 fn lateness_micros(config: &Config) -> i64 {
     i64::try_from(config.lateness.allowed_secs)
         .unwrap_or(i64::MAX / 1_000_000)
@@ -138,12 +158,15 @@ pub async fn run(
     config: &Config,
     stop: watch::Receiver<bool>,
     on_ready: impl FnOnce(Ready),
-    mut on_batch: impl FnMut(&BatchReport),
+    on_batch: impl FnMut(&BatchReport),
 ) -> anyhow::Result<Totals> {
     let metrics = start_metrics(config, stop.clone()).await?;
     let (mut lifecycle, validator) = open_lifecycle(config)?;
     let sharing = config.kafka.enabled() && config.kafka.share_partitions
         || config.eventhubs.enabled() && !config.eventhubs.checkpoint_url.is_empty();
+    if sharing {
+        refuse_shared_remote_lake(config)?;
+    }
     let (mut pipeline, sharing) = if sharing {
         let (pipeline, sharing) = open_shared(config, &mut lifecycle).await?;
         (pipeline, Some(sharing))
@@ -163,7 +186,11 @@ pub async fn run(
     }
     drop(control_tx);
     let (tx, rx) = mpsc::channel::<Envelope>(CHANNEL_ENVELOPES);
-    let collector = start_collector(config, &tx, stop.clone()).await?;
+    let collector_offset = pipeline
+        .positions()
+        .get(&(http::SOURCE.to_string(), http::PARTITION.to_string()))
+        .map_or(0, |last| last + 1);
+    let collector = start_collector(config, &tx, collector_offset, stop.clone()).await?;
     let replay = start_replay(config, &pipeline, &tx)?;
     let hub_lake = sharing.as_ref().map(|s| s.lake.clone());
     let hub = start_eventhubs(config, &pipeline, &tx, stop.clone(), hub_lake);
@@ -183,11 +210,8 @@ pub async fn run(
     };
     let trigger = Trigger {
         max_events: config.batch.max_events,
-        max_wait: config.max_wait(),
-    };
-    let on_batch = |report: &BatchReport| {
-        crate::metrics::record_batch(report);
-        on_batch(report);
+        max_bytes: config.batch.max_bytes,
+        linger: config.linger(),
     };
     runner::run(&mut pipeline, rx, trigger, stop, Some(controller), on_batch).await?;
     if let Some(replay) = replay {
@@ -230,7 +254,7 @@ async fn start_warehouse(
     config: &Config,
     pipeline: &Pipeline,
 ) -> anyhow::Result<Option<WarehouseTask>> {
-    let Some(loader) = warehouse_loader(config, pipeline.gold_meta())? else {
+    let Some(loader) = warehouse_loader(config, &pipeline.gold_meta())? else {
         return Ok(None);
     };
     let lake = open_lake(config).await?;
@@ -303,6 +327,7 @@ async fn start_admin(
 async fn start_collector(
     config: &Config,
     tx: &mpsc::Sender<Envelope>,
+    first_offset: i64,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<Collector>> {
     if config.collector.listen.is_empty() {
@@ -324,6 +349,7 @@ async fn start_collector(
         listener,
         tx.clone(),
         config.collector.max_body_bytes,
+        first_offset,
         shutdown,
     ));
     Ok(Some((bound, server)))

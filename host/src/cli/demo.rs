@@ -41,6 +41,7 @@ impl DemoArgs {
             to: "-".into(),
             rate: 0.0,
             request_events: 1_000,
+            in_flight: 8,
             partitions: 4,
         }
     }

@@ -46,6 +46,10 @@ pub struct SimulateArgs {
     /// Events per HTTP request when posting to the collector.
     #[arg(long, default_value_t = 1_000)]
     pub request_events: usize,
+    /// HTTP requests kept in flight at once (each waits for its bronze
+    /// commit, so one at a time cannot reach a high rate).
+    #[arg(long, default_value_t = 8)]
+    pub in_flight: usize,
     /// With a Kafka target: create the topic with this many partitions if it
     /// is missing (0: never create it).
     #[arg(long, default_value_t = 4)]
@@ -174,33 +178,93 @@ impl Pacer {
     }
 }
 
+/// Posts the events in bodies of `request_events`, `in_flight` requests at a
+/// time, paced to `rate`; prints the rate reached and the acknowledgement
+/// latencies (each request is answered once its events are in bronze).
 async fn post_to_collector(args: &SimulateArgs, simulator: Simulator) -> anyhow::Result<()> {
-    let url = format!("{}/v1/events", args.to.trim_end_matches('/'));
+    let url: std::sync::Arc<str> = format!("{}/v1/events", args.to.trim_end_matches('/')).into();
     let client = reqwest::Client::new();
     let bar = progress(args.events);
     let pacer = Pacer::new(args.rate);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(args.in_flight.max(1)));
+    let mut requests = tokio::task::JoinSet::new();
     let mut body = String::new();
     let mut in_body = 0;
     let mut sent = 0u64;
-    for event in simulator {
+    let started = Instant::now();
+    let mut events = simulator.peekable();
+    while let Some(event) = events.next() {
         body.push_str(&event.line);
         body.push('\n');
         in_body += 1;
-        if in_body >= args.request_events {
-            post(&client, &url, std::mem::take(&mut body)).await?;
-            sent += in_body as u64;
-            in_body = 0;
-            bar.set_position(sent);
-            if let Some(due) = pacer.due(sent) {
-                tokio::time::sleep(due.saturating_sub(pacer.start.elapsed())).await;
-            }
+        if in_body < args.request_events && events.peek().is_some() {
+            continue;
+        }
+        let permit = slots.clone().acquire_owned().await?;
+        let (client, url, body) = (client.clone(), url.clone(), std::mem::take(&mut body));
+        requests.spawn(async move {
+            let sent_at = Instant::now();
+            let result = post(&client, &url, body).await;
+            drop(permit);
+            result.map(|()| sent_at.elapsed())
+        });
+        sent += in_body as u64;
+        in_body = 0;
+        bar.set_position(sent);
+        if let Some(due) = pacer.due(sent) {
+            tokio::time::sleep(due.saturating_sub(pacer.start.elapsed())).await;
         }
     }
-    if in_body > 0 {
-        post(&client, &url, body).await?;
+    let mut acks = Vec::new();
+    while let Some(done) = requests.join_next().await {
+        acks.push(done??);
     }
     bar.finish_and_clear();
+    eprintln!("{}", AckReport::new(sent, started.elapsed(), acks));
     Ok(())
+}
+
+/// What posting to the collector achieved.
+struct AckReport {
+    events: u64,
+    elapsed: Duration,
+    acks: Vec<Duration>,
+}
+
+impl AckReport {
+    fn new(events: u64, elapsed: Duration, mut acks: Vec<Duration>) -> AckReport {
+        acks.sort();
+        AckReport {
+            events,
+            elapsed,
+            acks,
+        }
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        let last = self.acks.len().saturating_sub(1);
+        let at = ((last as f64) * p).round() as usize;
+        self.acks.get(at).copied().unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for AckReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        write!(
+            f,
+            "sluice: posted {} events in {} requests in {:.2} s: {:.0} events/s, {:.0} requests/s; \
+             ack p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            self.events,
+            self.acks.len(),
+            secs,
+            self.events as f64 / secs,
+            self.acks.len() as f64 / secs,
+            self.percentile(0.5).as_secs_f64() * 1e3,
+            self.percentile(0.99).as_secs_f64() * 1e3,
+            self.percentile(1.0).as_secs_f64() * 1e3,
+        )
+    }
 }
 
 async fn post(client: &reqwest::Client, url: &str, body: String) -> anyhow::Result<()> {

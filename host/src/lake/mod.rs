@@ -196,6 +196,17 @@ impl Lake {
         })
     }
 
+    /// A second, independent handle on an open table (same schema), for a
+    /// writer on another task: each handle commits with its own snapshot
+    /// and Delta's optimistic concurrency orders the commits.
+    pub async fn reopen(&self, table: &LakeTable) -> Result<LakeTable> {
+        Ok(LakeTable {
+            name: table.name.clone(),
+            schema: table.schema.clone(),
+            table: self.load(&table.name).await?,
+        })
+    }
+
     /// Opens an existing table, or `None` if there is none by that name.
     pub async fn open(&self, name: &str) -> Result<Option<DeltaTable>> {
         if self.local {
@@ -287,8 +298,9 @@ impl LakeTable {
         &self.table
     }
 
-    /// Reloads the table's latest state, waiting out a storage outage.
-    async fn reload(&mut self) -> Result<()> {
+    /// Reloads the table's latest state (what other writers committed too),
+    /// waiting out a storage outage.
+    pub async fn reload(&mut self) -> Result<()> {
         let start = std::time::Instant::now();
         let mut delays = retry::delays();
         loop {

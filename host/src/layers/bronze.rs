@@ -79,6 +79,8 @@ pub struct RawRow<'a> {
     pub source: &'a str,
     pub partition: &'a str,
     pub offset: i64,
+    /// The bronze batch of a stored row; `None` before bronze.
+    pub batch: Option<i64>,
 }
 
 /// Column access to raw bytes and source positions of a raw-input or
@@ -88,6 +90,7 @@ pub struct RawColumns<'a> {
     source: &'a StringArray,
     partition: &'a StringArray,
     offset: &'a Int64Array,
+    batch: Option<&'a Int64Array>,
 }
 
 impl<'a> RawColumns<'a> {
@@ -103,6 +106,7 @@ impl<'a> RawColumns<'a> {
             source: get(batch, "source")?,
             partition: get(batch, "source_partition")?,
             offset: get(batch, "source_offset")?,
+            batch: get(batch, super::BATCH_ID).ok(),
         })
     }
 
@@ -120,6 +124,7 @@ impl<'a> RawColumns<'a> {
             source: self.source.value(i),
             partition: self.partition.value(i),
             offset: self.offset.value(i),
+            batch: self.batch.map(|b| b.value(i)),
         }
     }
 }

@@ -104,6 +104,15 @@ impl GoldTables {
         Ok(GoldTables { tables })
     }
 
+    /// The highest step any gold table committed as `stage`.
+    pub async fn last_committed(&self, stage: &str) -> Result<Option<i64>, LakeError> {
+        let mut last = None;
+        for t in self.tables.values() {
+            last = last.max(t.table.committed(stage).await?);
+        }
+        Ok(last)
+    }
+
     /// Writes one batch of gold rows: the merged, appended and SCD2 tables
     /// in parallel (they are independent), then the derived tables over the
     /// merged results. Each table write is skipped if that table already
@@ -114,8 +123,20 @@ impl GoldTables {
         batch: i64,
         outputs: BTreeMap<String, RecordBatch>,
     ) -> Result<(), LakeError> {
+        self.write_stored(stage, batch, &outputs).await?;
+        self.write_derived(stage, batch, &outputs).await
+    }
+
+    /// The merged, appended and SCD2 tables of one batch, in parallel (they
+    /// are independent); derived tables come after, from their results.
+    pub async fn write_stored(
+        &mut self,
+        stage: &'static str,
+        batch: i64,
+        outputs: &BTreeMap<String, RecordBatch>,
+    ) -> Result<(), LakeError> {
         let mut tasks = Vec::new();
-        for (name, rows) in &outputs {
+        for (name, rows) in outputs {
             let Some(mut t) = self.tables.remove(name) else {
                 continue;
             };
@@ -133,11 +154,10 @@ impl GoldTables {
                 first_error.get_or_insert(e);
             }
         }
-        if let Some(e) = first_error {
-            return Err(e);
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        crate::pipeline::failpoint("gold-tables", batch);
-        self.write_derived(stage, batch, &outputs).await
     }
 
     /// Replaces every table's content with the same table of `rebuilt` (gold
@@ -174,7 +194,8 @@ impl GoldTables {
         Ok(counts)
     }
 
-    async fn write_derived(
+    /// The derived tables, recomputed over the merged ones.
+    pub async fn write_derived(
         &mut self,
         stage: &str,
         batch: i64,

@@ -52,6 +52,7 @@ pub struct QuarantineRows {
     source: StringBuilder,
     partition: StringBuilder,
     offset: Int64Builder,
+    batch_id: Int64Builder,
     producer: StringBuilder,
     reasons: BTreeMap<String, usize>,
 }
@@ -69,6 +70,7 @@ impl QuarantineRows {
             source: StringBuilder::new(),
             partition: StringBuilder::new(),
             offset: Int64Builder::new(),
+            batch_id: Int64Builder::new(),
             producer: StringBuilder::new(),
             reasons: BTreeMap::new(),
         }
@@ -99,6 +101,8 @@ impl QuarantineRows {
         self.source.append_value(raw.source);
         self.partition.append_value(raw.partition);
         self.offset.append_value(raw.offset);
+        // A stored bronze row keeps its own batch, whatever step refined it.
+        self.batch_id.append_value(raw.batch.unwrap_or(self.batch));
         self.producer.append_value(producer);
         *self.reasons.entry(reason.to_string()).or_default() += 1;
     }
@@ -109,7 +113,6 @@ impl QuarantineRows {
     }
 
     pub fn finish(mut self) -> RecordBatch {
-        let n = self.len();
         RecordBatch::try_new(
             schema(),
             vec![
@@ -121,10 +124,7 @@ impl QuarantineRows {
                 Arc::new(self.source.finish()),
                 Arc::new(self.partition.finish()),
                 Arc::new(self.offset.finish()),
-                Arc::new(deltalake::arrow::array::Int64Array::from(vec![
-                    self.batch;
-                    n
-                ])),
+                Arc::new(self.batch_id.finish()),
                 Arc::new(self.producer.finish()),
             ],
         )

@@ -16,8 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-    UInt32Array,
+    Array, ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
 };
 use deltalake::arrow::compute::{filter_record_batch, sort_to_indices, take, take_record_batch};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -264,11 +263,11 @@ pub fn stored_schema(plugin_schema: &Schema) -> SchemaRef {
 
 /// Accepted rows as stored: `input_row` replaced by the source, partition
 /// and offset of the bronze row (of `input`) each came from, then
-/// `batch_id` and `producer`.
+/// `batch_id` (that bronze row's batch, so rows keep their batch whatever
+/// step refined them) and `producer`.
 pub fn to_stored(
     accepted: &RecordBatch,
     input: &RecordBatch,
-    batch: i64,
     producer: &str,
 ) -> Result<RecordBatch, String> {
     let rows = column::<UInt32Array>(accepted, INPUT_ROW)?;
@@ -278,7 +277,7 @@ pub fn to_stored(
             columns.push(column.clone());
         }
     }
-    for name in SOURCE_COLUMNS {
+    for name in SOURCE_COLUMNS.into_iter().chain([super::BATCH_ID]) {
         let origin = input
             .column_by_name(name)
             .ok_or_else(|| format!("bronze rows lack `{name}`"))?;
@@ -286,7 +285,6 @@ pub fn to_stored(
     }
     let schema = stored_schema(&accepted.schema());
     let n = accepted.num_rows();
-    columns.push(Arc::new(Int64Array::from(vec![batch; n])));
     columns.push(Arc::new(StringArray::from(vec![producer; n])));
     RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
 }

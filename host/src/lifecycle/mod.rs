@@ -110,7 +110,12 @@ pub struct LayerStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     pub layers: Vec<LayerStatus>,
+    /// The first bronze batch the refine tier (silver, gold) has not refined.
     pub next_batch: i64,
+    /// The id the ingest tier gives its next bronze batch: refining has
+    /// caught up with ingest when the two are equal.
+    #[serde(default)]
+    pub next_bronze_batch: i64,
     pub history: Vec<Entry>,
 }
 
@@ -418,7 +423,7 @@ impl Lifecycle {
         let pause_micros = pause.as_micros() as u64;
         crate::metrics::record_swap(layer.to_string(), action.name(), pause);
         tracing::info!(
-            %layer, ?action, plugin = %meta.producer(), from_batch = pipeline.next_batch(),
+            %layer, ?action, plugin = %meta.producer(), from_batch = pipeline.next_batch_for(layer),
             pause_micros, "plugin change"
         );
         let entry = Entry {
@@ -428,7 +433,7 @@ impl Lifecycle {
             name: meta.name.clone(),
             version: meta.version.clone(),
             hash: plugin.hash().to_string(),
-            from_batch: pipeline.next_batch(),
+            from_batch: pipeline.next_batch_for(layer),
             pause_micros,
             note,
         };
@@ -459,13 +464,14 @@ impl Lifecycle {
                     memory_mb: (limits.memory_bytes >> 20) as u64,
                     batch_timeout_ms: limits.batch_timeout.as_millis() as u64,
                     rollback_depth: self.registry.stack(layer).len(),
-                    shadow: pipeline.shadow(layer).map(|(_, r)| r.clone()),
+                    shadow: pipeline.shadow(layer).map(|(_, r)| r),
                 }
             })
             .collect();
         Status {
             layers,
             next_batch: pipeline.next_batch(),
+            next_bronze_batch: pipeline.next_batch_for(Layer::Bronze),
             history: self.registry.history().to_vec(),
         }
     }
@@ -495,7 +501,7 @@ fn refusal(
         name,
         version,
         hash,
-        from_batch: pipeline.next_batch(),
+        from_batch: pipeline.next_batch_for(layer),
         pause_micros: 0,
         note: reason.to_string(),
     }

@@ -34,6 +34,8 @@ impl PluginJob {
 pub(super) struct LayerJob {
     pub(super) layer: crate::runtime::Layer,
     pub(super) input: RecordBatch,
+    /// The version the active job runs: the producer of its rows.
+    pub(super) plugin: LoadedPlugin,
     pub(super) active: PluginJob,
     pub(super) shadow: Option<PluginJob>,
 }

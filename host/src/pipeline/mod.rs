@@ -1,22 +1,26 @@
-//! The micro-batch pipeline: one batch goes bronze → silver → gold, each layer
-//! committed to Delta under the batch id, so a restart finishes exactly what
-//! a crash interrupted.
+//! The pipeline, in two tiers that run concurrently, each exactly-once on
+//! its own:
 //!
-//! Commit protocol for batch N (who owns what):
-//! 1. bronze: the raw records (or, if the bronze plugin fails, their
-//!    quarantine rows) are committed with app transaction `sluice-bronze` = N.
-//!    Source positions are the max offsets stored in those rows. Only now are
-//!    producers acknowledged.
-//! 2. silver: `silver_events` and `quarantine` with `sluice-silver` = N.
-//! 3. gold: each gold table with `sluice-gold` = N (derived tables recomputed).
-//! 4. `pipeline_batches` gets N's summary row with `sluice-batches` = N:
-//!    batch N is done.
+//! - the **ingest tier** ([`ingest`]) commits raw records to `bronze_events`
+//!   batch by batch and acknowledges producers at once;
+//! - the **refine tier** ([`Pipeline`]) follows bronze: each step takes one or
+//!   more consecutive bronze batches (more when it is behind, so gold's
+//!   MERGEs are paid once per step, not per batch) through silver and gold.
 //!
-//! On start, batches after the last done one and up to the last bronze one
-//! are re-read from bronze and finished; every table write is skipped if that
-//! table already holds the batch. Host state (dedup ids, watermark, SCD2
-//! histories) is rebuilt from the tables as of the last done batch.
+//! Commit protocol of a refine step covering bronze batches `a..=b`:
+//! 1. silver: `silver_events` and `quarantine` with `sluice-silver` = b; each
+//!    row keeps the id of the bronze batch it came from.
+//! 2. gold: each gold table with `sluice-gold` = b (derived tables recomputed).
+//! 3. `pipeline_batches` gets the step's summary row with `sluice-batches` = b:
+//!    bronze batches up to b are done.
+//!
+//! On start, an interrupted step is redone over exactly its range (the
+//! highest silver or gold transaction says where it ended), then bronze
+//! batches after it are refined; every table write is skipped if that
+//! table already holds the step. Host state (dedup ids, watermarks, SCD2
+//! histories) is rebuilt from the tables as of the last done step.
 
+pub mod ingest;
 mod job;
 pub mod plugins;
 mod recovery;
@@ -25,7 +29,7 @@ mod rows;
 pub mod runner;
 pub mod shadow;
 pub mod shared;
-mod swap;
+mod slots;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,20 +39,22 @@ use anyhow::Context as _;
 use deltalake::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
+use crate::failpoint::reached_in as failpoint;
 use crate::lake::{Lake, LakeTable};
 use crate::layers::bronze::{self, RawColumns};
 use crate::layers::gold::GoldTables;
 use crate::layers::quarantine::{self, QuarantineRows};
 use crate::layers::silver::{self, DedupState};
-use crate::runtime::{Layer, PluginFailure};
+use crate::runtime::Layer;
 use crate::sources::{Positions, RawRecord};
+pub use ingest::{Committed, IngestTier};
 use job::LayerJob;
 pub use plugins::Plugins;
 pub use replay::ReplayReport;
-use rows::{check_silver_coverage, column_u32, push_plugin_quarantine, quarantine_all};
+use rows::{check_silver_coverage, column_u32, push_plugin_quarantine};
+pub use slots::AutoRollback;
+use slots::Slots;
 use sluice_plugin_sdk::schemas::INPUT_ROW;
-pub use swap::AutoRollback;
-use swap::{Probation, Shadow};
 
 pub const BATCHES_TABLE: &str = "pipeline_batches";
 pub const STAGE_BRONZE: &str = "sluice-bronze";
@@ -56,31 +62,12 @@ pub const STAGE_SILVER: &str = "sluice-silver";
 pub const STAGE_GOLD: &str = "sluice-gold";
 pub const STAGE_DONE: &str = "sluice-batches";
 
-/// Fault injection for crash tests: with `SLUICE_FAILPOINT=<point>:<batch>`
-/// the process aborts (no cleanup, like `kill -9`) when batch `<batch>`
-/// reaches `<point>`: `bronze-committed`, `silver-committed`, `gold-tables`
-/// (after the merged gold tables, before the derived ones), `before-done`,
-/// or `replay-silver-replaced` (a replay from that batch, before gold).
-pub fn failpoint(point: &str, batch: i64) {
-    static SPEC: std::sync::OnceLock<Option<(String, i64)>> = std::sync::OnceLock::new();
-    let spec = SPEC.get_or_init(|| {
-        let value = std::env::var("SLUICE_FAILPOINT").ok()?;
-        let (name, at) = value.split_once(':')?;
-        Some((name.to_string(), at.parse().ok()?))
-    });
-    if spec
-        .as_ref()
-        .is_some_and(|(name, at)| name == point && *at == batch)
-    {
-        eprintln!("failpoint {point} reached at batch {batch}: aborting");
-        std::process::abort();
-    }
-}
-
-/// What one batch did.
+/// What one refine step did (one or more bronze batches, `first_batch..=batch`).
 #[derive(Debug, Default, Clone)]
 pub struct BatchReport {
+    /// The last bronze batch of the step: its id in `pipeline_batches`.
     pub batch: i64,
+    pub first_batch: i64,
     pub events: usize,
     pub accepted: usize,
     pub quarantined: BTreeMap<String, usize>,
@@ -90,6 +77,17 @@ pub struct BatchReport {
 impl BatchReport {
     pub fn quarantined_total(&self) -> usize {
         self.quarantined.values().sum()
+    }
+
+    /// Adds the report of the step that followed this one.
+    fn absorb(&mut self, next: BatchReport) {
+        self.batch = next.batch;
+        self.events += next.events;
+        self.accepted += next.accepted;
+        for (reason, n) in next.quarantined {
+            *self.quarantined.entry(reason).or_default() += n;
+        }
+        self.millis += next.millis;
     }
 }
 
@@ -102,28 +100,27 @@ pub struct Totals {
     pub quarantined: BTreeMap<String, u64>,
 }
 
-/// The open lake tables, plugins and host state of a running pipeline.
+/// The refine tier: silver, gold and the step log, the host state between
+/// them, and (until the runner moves it to its own task) the ingest tier.
 pub struct Pipeline {
     lake: Lake,
     lateness_micros: i64,
-    plugins: Plugins,
-    /// Per layer, the version a fresh deploy replaced, kept while the new
-    /// one is on probation: if it fails a batch, the old one takes over.
-    fallbacks: BTreeMap<Layer, Probation>,
-    /// Per layer, a candidate running beside the active plugin.
-    shadows: BTreeMap<Layer, Shadow>,
-    auto_rollbacks: Vec<AutoRollback>,
+    slots: Slots,
     /// Hash of the gold plugin `gold` was opened for.
     gold_opened_for: String,
+    /// Read-only here: recovery and replays read bronze through it.
     bronze: LakeTable,
     silver: LakeTable,
     quarantine: LakeTable,
     batches: LakeTable,
     gold: GoldTables,
     dedup: DedupState,
+    /// The first bronze batch not yet refined.
     next_batch: i64,
+    /// Committed positions when the pipeline opened; sources resume after them.
     positions: Positions,
     totals: Totals,
+    ingest: Option<IngestTier>,
     /// Set when other instances share the lake (see `shared.rs`).
     shared: Option<shared::SharedLake>,
 }
@@ -198,14 +195,17 @@ impl Pipeline {
             )
             .await?;
         let gold = GoldTables::open(lake, plugins.gold.meta()).await?;
+        let slots = Slots::new(plugins.clone(), 1);
+        let ingest = IngestTier::new(
+            lake.reopen(&bronze).await?,
+            lake.reopen(&quarantine).await?,
+            slots.clone(),
+        );
         let mut pipeline = Pipeline {
             lake: lake.clone(),
             lateness_micros,
             gold_opened_for: plugins.gold.hash().to_string(),
-            plugins,
-            fallbacks: BTreeMap::new(),
-            shadows: BTreeMap::new(),
-            auto_rollbacks: Vec::new(),
+            slots,
             bronze,
             silver,
             quarantine,
@@ -215,6 +215,7 @@ impl Pipeline {
             next_batch: 1,
             positions: Positions::new(),
             totals: Totals::default(),
+            ingest: Some(ingest),
             shared: None,
         };
         recovery::recover(&mut pipeline, lateness_micros).await?;
@@ -236,113 +237,142 @@ impl Pipeline {
     }
 
     /// What the gold plugin declared (the tables a warehouse loads).
-    pub fn gold_meta(&self) -> &crate::runtime::contract::PluginMeta {
-        self.plugins.gold.meta()
+    pub fn gold_meta(&self) -> crate::runtime::contract::PluginMeta {
+        self.slots.active(Layer::Gold).meta().clone()
     }
 
-    /// Runs one micro-batch through every layer. `on_durable` is called once
-    /// the records are committed in bronze (or quarantine).
+    /// Whether other instances share the lake (then each batch is ingested
+    /// and refined in one go, under the writer lock).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Hands the ingest tier to a task of its own.
+    pub fn take_ingest(&mut self) -> Option<IngestTier> {
+        self.ingest.take()
+    }
+
+    /// Takes the ingest tier back once its task is done.
+    pub fn put_ingest(&mut self, ingest: IngestTier) {
+        self.ingest = Some(ingest);
+    }
+
+    /// Ingests one batch and refines it at once (both tiers in one call):
+    /// the path of a shared lake and of tests that drive the pipeline
+    /// batch by batch. `on_durable` is called once the records are
+    /// committed in bronze (or quarantine).
     pub async fn process(
         &mut self,
         records: Vec<RawRecord>,
         on_durable: impl FnOnce(),
     ) -> anyhow::Result<BatchReport> {
         let _writer = shared::take_writer(self).await?;
-        let started = Instant::now();
-        let batch = self.next_batch;
-        let (bronze_rows, bronze_failure, silver_job) = self.bronze_stage(batch, &records).await?;
-        self.next_batch += 1;
+        let ingest = self
+            .ingest
+            .as_mut()
+            .context("the ingest tier runs on its own task")?;
+        let committed = ingest.commit(&records).await?;
         on_durable();
-        for r in &records {
-            let key = (r.source.to_string(), r.partition.to_string());
-            let pos = self.positions.entry(key).or_insert(r.offset);
-            *pos = (*pos).max(r.offset);
-        }
-        let mut report = self
-            .downstream(batch, bronze_rows, silver_job, started)
-            .await?;
-        report.events = records.len();
-        if let Some(reason) = bronze_failure {
-            *report.quarantined.entry(reason.to_string()).or_default() += records.len();
-        }
-        self.add_to_totals(&report);
-        Ok(report)
+        self.refine(vec![committed]).await
     }
 
-    /// Commits the raw records to bronze (or quarantine if the bronze plugin
-    /// fails). Returns the stored bronze rows, the quarantine reason if the
-    /// plugin failed, and the silver plugin's job on the rows, started before
-    /// the bronze commit so the two overlap.
-    async fn bronze_stage(
+    /// One refine step over consecutive committed bronze batches: silver,
+    /// gold and the step's row in `pipeline_batches`. If the silver plugin
+    /// fails on a step of several batches, each batch becomes a step of its
+    /// own, so a batch that makes it fail costs only its own events.
+    pub async fn refine(&mut self, step: Vec<Committed>) -> anyhow::Result<BatchReport> {
+        if let Some(report) = self.refine_step(&step, step.len() > 1).await? {
+            return Ok(report);
+        }
+        tracing::warn!(
+            batches = step.len(),
+            "the silver plugin failed on a step of several batches: one step per batch"
+        );
+        let mut total: Option<BatchReport> = None;
+        for committed in &step {
+            let report = self
+                .refine_step(std::slice::from_ref(committed), false)
+                .await?
+                .context("a step of one batch is never split")?;
+            match total.as_mut() {
+                Some(total) => total.absorb(report),
+                None => total = Some(report),
+            }
+        }
+        total.context("a refine step needs at least one bronze batch")
+    }
+
+    /// `refine` for one step; `None` if the silver plugin failed and
+    /// `split` allows retrying batch by batch (nothing was committed then).
+    async fn refine_step(
         &mut self,
-        batch: i64,
-        records: &[RawRecord],
-    ) -> anyhow::Result<(RecordBatch, Option<&'static str>, Option<LayerJob>)> {
-        let now = crate::time::now_micros();
-        let input = bronze::raw_input(records, now);
-        let expected_rows = input.num_rows();
-        let job = self.start_job(Layer::Bronze, input.clone());
-        let outcome = self
-            .finish_job(batch, job, |mut out, plugin| {
-                let rows = out.remove(bronze::TABLE).unwrap_or_else(|| {
-                    RecordBatch::new_empty(
-                        plugin
-                            .meta()
-                            .output(bronze::TABLE)
-                            .expect("checked at load")
-                            .schema
-                            .clone(),
-                    )
-                });
-                if rows.num_rows() != expected_rows {
-                    return Err(PluginFailure::BadOutput(format!(
-                        "bronze must keep every record: got {} rows for {expected_rows}",
-                        rows.num_rows(),
-                    )));
-                }
-                Ok(rows)
-            })
-            .await;
-        // After a probation rollback the producer is the restored version.
-        let producer = self.plugins.bronze.meta().producer();
-        match outcome {
-            Ok(rows) => {
-                let stored = bronze::to_stored(&rows, batch, &producer);
-                let silver_job = self.start_job(Layer::Silver, stored.clone());
-                self.bronze
-                    .append(STAGE_BRONZE, batch, vec![stored.clone()])
-                    .await?;
-                failpoint("bronze-committed", batch);
-                Ok((stored, None, Some(silver_job)))
-            }
-            Err(failure) => {
-                tracing::error!(batch, plugin = %producer, "{failure}; quarantining the batch");
-                let q = quarantine_all(&input, batch, now, Layer::Bronze, &failure, &producer)?;
-                self.quarantine.append(STAGE_BRONZE, batch, vec![q]).await?;
-                let empty = RecordBatch::new_empty(self.bronze.schema().clone());
-                Ok((empty, Some(failure.reason()), None))
+        step: &[Committed],
+        split: bool,
+    ) -> anyhow::Result<Option<BatchReport>> {
+        let started = Instant::now();
+        let (Some(first), Some(last)) = (step.first(), step.last()) else {
+            anyhow::bail!("a refine step needs at least one bronze batch");
+        };
+        let (first, last) = (first.batch, last.batch);
+        anyhow::ensure!(
+            first == self.next_batch && last - first + 1 == step.len() as i64,
+            "refine step {first}..={last} does not follow batch {} in order",
+            self.next_batch - 1
+        );
+        let rows: Vec<RecordBatch> = step.iter().map(|c| c.rows.clone()).collect();
+        let rows = deltalake::arrow::compute::concat_batches(self.bronze.schema(), &rows)?;
+        let Some(mut report) = self.downstream(first, last, rows, split, started).await? else {
+            return Ok(None);
+        };
+        report.events = step.iter().map(|c| c.events).sum();
+        for c in step {
+            if let Some(reason) = c.bronze_failure {
+                *report.quarantined.entry(reason.to_string()).or_default() += c.events;
             }
         }
+        let now = crate::time::now_micros();
+        for c in step {
+            crate::metrics::record_event_to_gold(now.saturating_sub(c.ingest_micros));
+        }
+        crate::metrics::record_batch(crate::metrics::StepFigures {
+            batch: report.batch,
+            events: report.events,
+            accepted: report.accepted,
+            quarantined: &report.quarantined,
+            millis: report.millis,
+        });
+        self.add_to_totals(&report);
+        Ok(Some(report))
     }
 
-    /// Silver, gold and the batch summary for bronze rows of `batch`.
+    /// Silver, gold and the step's summary for the bronze rows of batches
+    /// `first..=batch`; the step is committed under id `batch`. `None` if
+    /// the silver plugin failed and `split` was allowed (nothing committed).
     async fn downstream(
         &mut self,
+        first: i64,
         batch: i64,
         bronze_rows: RecordBatch,
-        silver_job: Option<LayerJob>,
+        split: bool,
         started: Instant,
-    ) -> anyhow::Result<BatchReport> {
+    ) -> anyhow::Result<Option<BatchReport>> {
         let mut report = BatchReport {
             batch,
+            first_batch: first,
             events: bronze_rows.num_rows(),
             ..Default::default()
         };
         let now = crate::time::now_micros();
         let mut q = QuarantineRows::new(batch, now);
         let accepted = if bronze_rows.num_rows() > 0 {
-            self.silver_stage(batch, &bronze_rows, silver_job, &mut q)
+            match self
+                .silver_stage(first, batch, &bronze_rows, split, &mut q)
                 .await?
+            {
+                SilverStage::Split => return Ok(None),
+                SilverStage::Failed => None,
+                SilverStage::Done(outcome) => Some(outcome),
+            }
         } else {
             None
         };
@@ -359,7 +389,7 @@ impl Pipeline {
             report.accepted = accepted.num_rows();
             if let Some(gold_job) = gold_job {
                 let gold_failed = self
-                    .gold_stage(batch, gold_job, &input_rows, &bronze_rows)
+                    .gold_stage(first, batch, gold_job, &input_rows, &bronze_rows)
                     .await?;
                 for (reason, n) in gold_failed {
                     *report.quarantined.entry(reason).or_default() += n;
@@ -367,9 +397,12 @@ impl Pipeline {
             }
         }
         report.millis = started.elapsed().as_millis();
-        failpoint("before-done", batch);
+        failpoint("before-done", first, batch);
         self.record_batch(&report, now).await?;
-        Ok(report)
+        self.next_batch = batch + 1;
+        crate::metrics::record_tier_position("silver", batch);
+        crate::metrics::record_tier_position("gold", batch);
+        Ok(Some(report))
     }
 
     /// Finishes the silver plugin's job and runs the host's dedup. Returns
@@ -377,47 +410,53 @@ impl Pipeline {
     /// gold plugin's job on them (started before the silver commit).
     async fn silver_stage(
         &mut self,
+        first: i64,
         batch: i64,
         bronze_rows: &RecordBatch,
-        job: Option<LayerJob>,
+        split: bool,
         q: &mut QuarantineRows,
-    ) -> anyhow::Result<Option<SilverOutcome>> {
-        let Some((stored, input_rows)) = self.silver_rows(batch, bronze_rows, job, q).await? else {
-            return Ok(None);
+    ) -> anyhow::Result<SilverStage> {
+        let (stored, input_rows) = match self.silver_rows(batch, bronze_rows, split, q).await? {
+            SilverRows::Rows(stored, input_rows) => (stored, input_rows),
+            SilverRows::Split => return Ok(SilverStage::Split),
+            SilverRows::Quarantined => return Ok(SilverStage::Failed),
         };
-        let gold_job = (stored.num_rows() > 0).then(|| self.start_job(Layer::Gold, stored.clone()));
+        let gold_job =
+            (stored.num_rows() > 0).then(|| self.slots.start_job(Layer::Gold, stored.clone()));
         if stored.num_rows() > 0 {
             self.silver
                 .append(STAGE_SILVER, batch, vec![stored.clone()])
                 .await?;
-            failpoint("silver-committed", batch);
+            failpoint("silver-committed", first, batch);
         }
-        Ok(Some((stored, input_rows, gold_job)))
+        Ok(SilverStage::Done((stored, input_rows, gold_job)))
     }
 
-    /// Runs the silver plugin (or finishes its job) and the host's dedup on
-    /// one batch of bronze rows. Returns the rows to store in silver and, per
-    /// row, the bronze row it came from; rejected rows go to `q`. `None` if
-    /// the plugin failed (the whole batch is then in `q`).
+    /// Runs the silver plugin and the host's dedup on the bronze rows of a
+    /// step. Returns the rows to store in silver and, per row, the bronze
+    /// row it came from; rejected rows go to `q`. If the plugin failed: the
+    /// whole step is in `q`, or, with `split`, nothing happened.
     async fn silver_rows(
         &mut self,
         batch: i64,
         bronze_rows: &RecordBatch,
-        job: Option<LayerJob>,
+        split: bool,
         q: &mut QuarantineRows,
-    ) -> anyhow::Result<Option<(RecordBatch, Vec<u32>)>> {
+    ) -> anyhow::Result<SilverRows> {
         let raw = RawColumns::new(bronze_rows).map_err(anyhow::Error::msg)?;
-        let job = job.unwrap_or_else(|| self.start_job(Layer::Silver, bronze_rows.clone()));
+        let job = self.slots.start_job(Layer::Silver, bronze_rows.clone());
         let inputs = bronze_rows.num_rows();
         let outcome = self
+            .slots
             .finish_job(batch, job, |out, plugin| {
                 check_silver_coverage(out, inputs, plugin)
             })
             .await;
-        let producer = self.plugins.silver.meta().producer();
-        let (silver_rows, plugin_quarantine) = match outcome {
-            Ok(parts) => parts,
+        let ((silver_rows, plugin_quarantine), producer) = match outcome {
+            Ok((parts, plugin)) => (parts, plugin.meta().producer()),
+            Err(_) if split => return Ok(SilverRows::Split),
             Err(failure) => {
+                let producer = self.slots.active(Layer::Silver).meta().producer();
                 tracing::error!(batch, plugin = %producer, "{failure}; quarantining the batch");
                 for i in 0..raw.len() {
                     q.push(
@@ -428,7 +467,7 @@ impl Pipeline {
                         &producer,
                     );
                 }
-                return Ok(None);
+                return Ok(SilverRows::Quarantined);
             }
         };
         push_plugin_quarantine(q, &plugin_quarantine, &raw, &producer)?;
@@ -444,9 +483,9 @@ impl Pipeline {
             );
         }
         let input_rows = column_u32(&accepted, INPUT_ROW)?;
-        let stored = silver::to_stored(&accepted, bronze_rows, batch, &producer)
-            .map_err(anyhow::Error::msg)?;
-        Ok(Some((stored, input_rows)))
+        let stored =
+            silver::to_stored(&accepted, bronze_rows, &producer).map_err(anyhow::Error::msg)?;
+        Ok(SilverRows::Rows(stored, input_rows))
     }
 
     /// Finishes the gold plugin's job and folds its rows into the gold
@@ -454,21 +493,24 @@ impl Pipeline {
     /// quarantined for gold.
     async fn gold_stage(
         &mut self,
+        first: i64,
         batch: i64,
         job: LayerJob,
         input_rows: &[u32],
         bronze_rows: &RecordBatch,
     ) -> anyhow::Result<Vec<(String, usize)>> {
-        let outcome = self.finish_job(batch, job, |out, _| Ok(out)).await;
+        let outcome = self.slots.finish_job(batch, job, |out, _| Ok(out)).await;
         match outcome {
-            Ok(outputs) => {
+            Ok((outputs, _)) => {
                 self.ensure_gold_tables().await?;
-                self.gold.write(STAGE_GOLD, batch, outputs).await?;
+                self.gold.write_stored(STAGE_GOLD, batch, &outputs).await?;
+                failpoint("gold-tables", first, batch);
+                self.gold.write_derived(STAGE_GOLD, batch, &outputs).await?;
                 Ok(Vec::new())
             }
             Err(failure) => {
-                let producer = self.plugins.gold.meta().producer();
-                tracing::error!(batch, plugin = %producer, "{failure}; quarantining the batch for gold");
+                let producer = self.slots.active(Layer::Gold).meta().producer();
+                tracing::error!(batch, plugin = %producer, "{failure}; quarantining the step for gold");
                 let raw = RawColumns::new(bronze_rows).map_err(anyhow::Error::msg)?;
                 let mut q = QuarantineRows::new(batch, crate::time::now_micros());
                 for &row in input_rows {
@@ -491,7 +533,7 @@ impl Pipeline {
 
     async fn record_batch(&mut self, report: &BatchReport, now: i64) -> anyhow::Result<()> {
         let plugins = [Layer::Bronze, Layer::Silver, Layer::Gold]
-            .map(|l| self.plugins.get(l).meta().producer())
+            .map(|l| self.slots.active(l).meta().producer())
             .join(",");
         let row = RecordBatch::try_new(
             batches_schema(),
@@ -523,3 +565,20 @@ impl Pipeline {
 
 /// Accepted silver rows, the bronze row of each, and gold's job on them.
 type SilverOutcome = (RecordBatch, Vec<u32>, Option<LayerJob>);
+
+/// What the silver plugin and dedup made of a step's bronze rows.
+enum SilverRows {
+    /// Rows to store, and per row the bronze row it came from.
+    Rows(RecordBatch, Vec<u32>),
+    /// The plugin failed: every row is in the step's quarantine.
+    Quarantined,
+    /// The plugin failed and the step is to be split: nothing happened.
+    Split,
+}
+
+/// What the silver stage committed.
+enum SilverStage {
+    Done(SilverOutcome),
+    Failed,
+    Split,
+}

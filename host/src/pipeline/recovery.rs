@@ -1,12 +1,13 @@
 //! Start-up recovery: find where the last run stopped, rebuild host state as
 //! of the last finished batch, and finish any batch left half-committed.
 
+use anyhow::Context as _;
 use deltalake::arrow::array::{Array, Int64Array, RecordBatch, StringArray};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::prelude::SessionContext;
 
-use super::{Pipeline, STAGE_BRONZE, STAGE_DONE};
+use super::{Pipeline, STAGE_BRONZE, STAGE_DONE, STAGE_GOLD, STAGE_SILVER};
 use crate::lake;
 use crate::layers::silver::DedupState;
 use crate::layers::{bronze, quarantine, silver};
@@ -28,22 +29,63 @@ pub(super) async fn recover(pipeline: &mut Pipeline, lateness_micros: i64) -> an
     lake::register(&ctx, quarantine::TABLE, pipeline.quarantine.delta()).await?;
     pipeline.dedup = restore_dedup(&ctx, last_done, lateness_micros).await?;
     pipeline.positions = read_positions(&ctx).await?;
-    pipeline.next_batch = last_done.max(last_bronze) + 1;
-    if last_bronze > last_done {
+    pipeline.next_batch = last_done + 1;
+    pipeline
+        .slots
+        .set_next_bronze(last_done.max(last_bronze) + 1);
+    let steps = unfinished_steps(
+        last_done,
+        interrupted_step_end(pipeline).await?,
+        last_bronze,
+    );
+    if !steps.is_empty() {
         tracing::warn!(
             last_done,
             last_bronze,
-            "finishing batches a previous run left half-committed"
+            ?steps,
+            "refining bronze batches a previous run left unrefined"
         );
     }
-    for batch in last_done + 1..=last_bronze {
-        let rows = bronze_batch(&ctx, batch, pipeline.bronze.schema()).await?;
+    for (first, last) in steps {
+        let rows = bronze_batches(&ctx, first, last, pipeline.bronze.schema()).await?;
+        let started = std::time::Instant::now();
         let report = pipeline
-            .downstream(batch, rows, None, std::time::Instant::now())
-            .await?;
-        tracing::info!(batch, accepted = report.accepted, "recovered batch");
+            .downstream(first, last, rows, false, started)
+            .await?
+            .context("a step that may not split was split")?;
+        tracing::info!(first, last, accepted = report.accepted, "recovered step");
     }
     Ok(())
+}
+
+/// The end of a refine step that committed some tables but not its
+/// `pipeline_batches` row: the highest step any silver or gold write
+/// carries.
+async fn interrupted_step_end(pipeline: &Pipeline) -> anyhow::Result<i64> {
+    let written = [
+        pipeline.silver.committed(STAGE_SILVER).await?,
+        pipeline.quarantine.committed(STAGE_SILVER).await?,
+        pipeline.quarantine.committed(STAGE_GOLD).await?,
+        pipeline.gold.last_committed(STAGE_GOLD).await?,
+    ];
+    Ok(written.into_iter().flatten().max().unwrap_or(0))
+}
+
+/// The steps that finish refining: first the interrupted one over exactly
+/// its range (its tables must see the same rows again, or a table that
+/// already holds it would be skipped while another gets more), then the
+/// rest of bronze in one step.
+fn unfinished_steps(last_done: i64, interrupted_end: i64, last_bronze: i64) -> Vec<(i64, i64)> {
+    let mut steps = Vec::new();
+    let mut next = last_done + 1;
+    if interrupted_end >= next {
+        steps.push((next, interrupted_end));
+        next = interrupted_end + 1;
+    }
+    if last_bronze >= next {
+        steps.push((next, last_bronze));
+    }
+    steps
 }
 
 pub(super) async fn query(
@@ -157,16 +199,18 @@ pub(super) async fn read_positions(ctx: &SessionContext) -> anyhow::Result<Posit
     Ok(positions)
 }
 
-/// The stored bronze rows of one batch, in arrival order.
-pub(super) async fn bronze_batch(
+/// The stored bronze rows of batches `first..=last`, in arrival order.
+pub(super) async fn bronze_batches(
     ctx: &SessionContext,
-    batch: i64,
+    first: i64,
+    last: i64,
     schema: &deltalake::arrow::datatypes::SchemaRef,
 ) -> anyhow::Result<deltalake::arrow::array::RecordBatch> {
     let rows = query(
         ctx,
         &format!(
-            "SELECT * FROM bronze_events WHERE batch_id = {batch} ORDER BY {}",
+            "SELECT * FROM bronze_events WHERE batch_id BETWEEN {first} AND {last} \
+             ORDER BY batch_id, {}",
             bronze::BATCH_ROW
         ),
     )
@@ -178,4 +222,17 @@ pub(super) async fn bronze_batch(
     Ok(deltalake::arrow::compute::concat_batches(
         schema, &conformed,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unfinished_steps;
+
+    #[test]
+    fn an_interrupted_step_is_redone_over_exactly_its_range() {
+        assert_eq!(unfinished_steps(4, 9, 12), vec![(5, 9), (10, 12)]);
+        assert_eq!(unfinished_steps(4, 9, 9), vec![(5, 9)]);
+        assert_eq!(unfinished_steps(4, 3, 7), vec![(5, 7)]);
+        assert_eq!(unfinished_steps(4, 0, 4), Vec::<(i64, i64)>::new());
+    }
 }

@@ -11,8 +11,8 @@ use deltalake::datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
 use super::job::PluginJob;
-use super::recovery::{bronze_batch, query, restore_dedup};
-use super::{BATCHES_TABLE, Pipeline, STAGE_GOLD};
+use super::recovery::{bronze_batches, query, restore_dedup};
+use super::{BATCHES_TABLE, Pipeline, STAGE_GOLD, SilverRows};
 use crate::lake::{self, Lake};
 use crate::layers::gold::GoldTables;
 use crate::layers::quarantine::QuarantineRows;
@@ -38,25 +38,21 @@ pub struct ReplayReport {
 }
 
 impl Pipeline {
-    /// The first batch committed at or after `micros` (UTC µs), if any.
+    /// The first bronze batch of the first step committed at or after
+    /// `micros` (UTC µs), if any.
     pub async fn first_batch_since(&self, micros: i64) -> anyhow::Result<Option<i64>> {
         let ctx = SessionContext::new();
         lake::register(&ctx, BATCHES_TABLE, self.batches.delta()).await?;
-        let rows = query(
-            &ctx,
-            &format!(
-                "SELECT MIN(batch_id) FROM {BATCHES_TABLE} \
-                 WHERE CAST(committed_at AS BIGINT) >= {micros}"
-            ),
-        )
-        .await?;
-        Ok(rows.first().and_then(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .filter(|a| a.is_valid(0))
-                .map(|a| a.value(0))
-        }))
+        let at = "CAST(committed_at AS BIGINT)";
+        let since = format!("SELECT MIN(batch_id) FROM {BATCHES_TABLE} WHERE {at} >= {micros}");
+        if single_i64(&query(&ctx, &since).await?).is_none() {
+            return Ok(None);
+        }
+        // A step's row names its last batch; it began after the step before.
+        let before = format!("SELECT MAX(batch_id) FROM {BATCHES_TABLE} WHERE {at} < {micros}");
+        Ok(Some(
+            single_i64(&query(&ctx, &before).await?).unwrap_or(0) + 1,
+        ))
     }
 
     /// Recomputes `layer` (silver: from `from_batch` on, then all of gold;
@@ -72,6 +68,8 @@ impl Pipeline {
         let _writer = super::shared::take_writer(self).await?;
         let last = self.next_batch - 1;
         let from = from_batch.max(1);
+        // The ingest tier commits bronze through its own handle.
+        self.bronze.reload().await?;
         let ctx = SessionContext::new();
         lake::register(&ctx, bronze::TABLE, self.bronze.delta()).await?;
         lake::register(&ctx, silver::TABLE, self.silver.delta()).await?;
@@ -94,14 +92,14 @@ impl Pipeline {
             quarantined: new_quarantine.iter().map(RecordBatch::num_rows).sum(),
             gold_rows: BTreeMap::new(),
             plugins: [Layer::Silver, Layer::Gold]
-                .map(|l| self.plugins.get(l).meta().producer())
+                .map(|l| self.slots.active(l).meta().producer())
                 .to_vec(),
             millis: 0,
         };
         if layer == Layer::Silver {
             self.replace_silver(from, new_silver, new_quarantine)
                 .await?;
-            super::failpoint("replay-silver-replaced", from);
+            crate::failpoint::reached("replay-silver-replaced", from);
         }
         report.gold_rows = self.gold.replace_from(&rebuilt.tables).await?;
         drop(rebuilt);
@@ -121,12 +119,10 @@ impl Pipeline {
     ) -> anyhow::Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
         let before = restore_dedup(ctx, from - 1, self.lateness_micros).await?;
         let live_dedup = std::mem::replace(&mut self.dedup, before);
-        // Shadows and probation are about live batches, not this rewrite.
-        let shadows = std::mem::take(&mut self.shadows);
-        let fallbacks = std::mem::take(&mut self.fallbacks);
+        // Shadows and probation are about live steps, not this rewrite.
+        let aside = self.slots.set_aside();
         let result = self.silver_for_batches(ctx, from, last).await;
-        self.shadows = shadows;
-        self.fallbacks = fallbacks;
+        self.slots.restore(aside);
         if result.is_err() {
             self.dedup = live_dedup;
         }
@@ -142,16 +138,17 @@ impl Pipeline {
         let (mut rows, mut quarantined) = (Vec::new(), Vec::new());
         let now = crate::time::now_micros();
         for batch in from..=last {
-            let bronze_rows = bronze_batch(ctx, batch, self.bronze.schema()).await?;
+            let bronze_rows = bronze_batches(ctx, batch, batch, self.bronze.schema()).await?;
             if bronze_rows.num_rows() == 0 {
                 continue;
             }
             let mut q = QuarantineRows::new(batch, now);
-            let Some((stored, _)) = self.silver_rows(batch, &bronze_rows, None, &mut q).await?
+            let SilverRows::Rows(stored, _) =
+                self.silver_rows(batch, &bronze_rows, false, &mut q).await?
             else {
                 bail!(
                     "the active silver plugin {} failed on batch {batch}; nothing was replaced",
-                    self.plugins.silver.meta().producer()
+                    self.slots.active(Layer::Silver).meta().producer()
                 );
             };
             rows.push(stored);
@@ -173,7 +170,8 @@ impl Pipeline {
     ) -> anyhow::Result<ScratchGold> {
         let dir = std::env::temp_dir().join(format!("sluice-replay-{}", uuid::Uuid::new_v4()));
         let scratch = Lake::local(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut tables = GoldTables::open(&scratch, self.plugins.gold.meta()).await?;
+        let gold = self.slots.active(Layer::Gold);
+        let mut tables = GoldTables::open(&scratch, gold.meta()).await?;
         let kept = query(
             ctx,
             &format!(
@@ -213,8 +211,8 @@ impl Pipeline {
         if input.num_rows() == 0 {
             return Ok(());
         }
-        let plugin = &self.plugins.gold;
-        let outputs = PluginJob::start(plugin, input)
+        let plugin = self.slots.active(Layer::Gold);
+        let outputs = PluginJob::start(&plugin, input)
             .finish()
             .await
             .map_err(|f| {
@@ -254,7 +252,8 @@ impl Pipeline {
         let ctx = SessionContext::new();
         lake::register(&ctx, silver::TABLE, self.silver.delta()).await?;
         self.dedup = restore_dedup(&ctx, last, self.lateness_micros).await?;
-        self.gold = GoldTables::open(&self.lake, self.plugins.gold.meta()).await?;
+        let gold = self.slots.active(Layer::Gold);
+        self.gold = GoldTables::open(&self.lake, gold.meta()).await?;
         Ok(())
     }
 }
@@ -281,4 +280,15 @@ fn non_empty(
     } else {
         rows
     }
+}
+
+/// The one value of a one-row, one-column answer, if not null.
+fn single_i64(rows: &[RecordBatch]) -> Option<i64> {
+    rows.first().and_then(|b| {
+        b.column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .filter(|a| a.len() > 0 && a.is_valid(0))
+            .map(|a| a.value(0))
+    })
 }

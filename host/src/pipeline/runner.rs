@@ -1,16 +1,25 @@
-//! Drives a [`Pipeline`] from a channel of envelopes: closes micro-batches on
-//! size or time, acknowledges producers after the bronze commit, applies
-//! plugin changes between batches, and drains what is buffered when asked
-//! to stop.
+//! Drives the tiers from a channel of envelopes. The ingest tier runs on a
+//! task of its own: it closes a bronze batch on size, bytes or a short
+//! linger, commits it and acknowledges its producers at once. The refine
+//! tier (this task) follows: each step takes every bronze batch committed
+//! since the last one, and plugin changes are applied between steps. When
+//! asked to stop, the ingest tier drains what is buffered and the refine
+//! tier what was committed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
-use super::{BatchReport, Pipeline};
+use super::{BatchReport, Committed, IngestTier, Pipeline};
 use crate::lifecycle::{Control, Lifecycle};
 use crate::sources::{Envelope, RawRecord};
+
+/// Bronze batches the ingest tier may be ahead of the refine tier, counted
+/// in events as multiples of a batch: beyond this, ingest waits (and with
+/// it the sources), so memory stays bounded when gold is slow.
+const AHEAD_BATCHES: usize = 4;
 
 /// Plugin changes asked of the running pipeline, and who applies them.
 pub struct Controller {
@@ -18,23 +27,148 @@ pub struct Controller {
     pub lifecycle: Lifecycle,
 }
 
-/// What the loop waits for between batches.
-enum Next {
-    Control(Control),
-    Envelope(Option<Envelope>),
-}
-
-/// When a batch closes.
+/// When a bronze batch closes.
 #[derive(Debug, Clone, Copy)]
 pub struct Trigger {
     pub max_events: usize,
-    pub max_wait: Duration,
+    /// Raw bytes; one envelope larger than this is a batch of its own.
+    pub max_bytes: usize,
+    /// How long a batch waits for more after its first envelope (the
+    /// previous commit is done by then: commits are not held back).
+    pub linger: Duration,
 }
 
 /// Processes envelopes until every sender is gone, or until `stop` turns true
 /// (then what is already buffered is still processed). Calls `on_batch` after
-/// each batch.
+/// each refine step.
 pub async fn run(
+    pipeline: &mut Pipeline,
+    rx: mpsc::Receiver<Envelope>,
+    trigger: Trigger,
+    stop: watch::Receiver<bool>,
+    mut controller: Option<Controller>,
+    mut on_batch: impl FnMut(&BatchReport),
+) -> anyhow::Result<()> {
+    if pipeline.is_shared() {
+        return run_in_turn(pipeline, rx, trigger, stop, controller, on_batch).await;
+    }
+    let Some(ingest) = pipeline.take_ingest() else {
+        anyhow::bail!("the ingest tier is already running");
+    };
+    let ahead = Arc::new(Semaphore::new(trigger.max_events.max(1) * AHEAD_BATCHES));
+    let (bronze_tx, mut bronze_rx) = mpsc::unbounded_channel::<(Committed, u32)>();
+    let ingest_task = tokio::spawn(ingest_loop(
+        ingest,
+        rx,
+        trigger,
+        stop,
+        bronze_tx,
+        ahead.clone(),
+    ));
+    let refined = loop {
+        // Controls first: a change waiting at a boundary is applied before
+        // the next step starts, even under continuous load.
+        let first = tokio::select! {
+            biased;
+            control = next_control(&mut controller) => {
+                if let Some(c) = controller.as_mut() {
+                    c.lifecycle.handle(pipeline, control).await;
+                }
+                continue;
+            }
+            committed = bronze_rx.recv() => committed,
+        };
+        let Some(first) = first else { break Ok(()) };
+        let (step, permits) = take_step(first, &mut bronze_rx);
+        let report = match pipeline.refine(step).await {
+            Ok(report) => report,
+            Err(e) => break Err(e),
+        };
+        ahead.add_permits(permits);
+        if let Some(c) = controller.as_mut() {
+            c.lifecycle.after_batch(pipeline);
+        }
+        on_batch(&report);
+    };
+    if let Err(e) = refined {
+        // Like a crash of the ingest tier: what it committed is refined at
+        // the next start, what it had not is not acknowledged.
+        ahead.close();
+        ingest_task.abort();
+        return Err(e);
+    }
+    pipeline.put_ingest(ingest_task.await??);
+    Ok(())
+}
+
+/// Every bronze batch committed so far, in order, and the permits they hold.
+fn take_step(
+    first: (Committed, u32),
+    rx: &mut mpsc::UnboundedReceiver<(Committed, u32)>,
+) -> (Vec<Committed>, usize) {
+    let mut permits = first.1 as usize;
+    let mut step = vec![first.0];
+    while let Ok((committed, held)) = rx.try_recv() {
+        permits += held as usize;
+        step.push(committed);
+    }
+    (step, permits)
+}
+
+/// The ingest tier's task: commits bronze batches and acknowledges them
+/// until the sources are done or `stop` has drained them.
+async fn ingest_loop(
+    mut ingest: IngestTier,
+    mut rx: mpsc::Receiver<Envelope>,
+    trigger: Trigger,
+    mut stop: watch::Receiver<bool>,
+    bronze_tx: mpsc::UnboundedSender<(Committed, u32)>,
+    ahead: Arc<Semaphore>,
+) -> anyhow::Result<IngestTier> {
+    while let Some(first) = next_envelope(&mut rx, &mut stop).await {
+        let (records, acks) = collect_batch(first, &mut rx, trigger, &mut stop).await;
+        let held = held_permits(records.len(), trigger);
+        // Bounded lead over the refine tier (closed only if it is gone).
+        let Ok(permit) = ahead.acquire_many(held).await else {
+            break;
+        };
+        permit.forget();
+        let committed = ingest.commit(&records).await;
+        answer(
+            acks,
+            committed.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")),
+        );
+        if bronze_tx.send((committed?, held)).is_err() {
+            break;
+        }
+    }
+    Ok(ingest)
+}
+
+/// Permits a batch holds: its events, at most all there are.
+fn held_permits(events: usize, trigger: Trigger) -> u32 {
+    let all = trigger.max_events.max(1) * AHEAD_BATCHES;
+    events.clamp(1, all) as u32
+}
+
+/// The next envelope; once `stop` turns true, only what is buffered.
+async fn next_envelope(
+    rx: &mut mpsc::Receiver<Envelope>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Envelope> {
+    tokio::select! {
+        biased;
+        envelope = rx.recv() => envelope,
+        _ = stopped(stop) => {
+            rx.close();
+            rx.recv().await
+        }
+    }
+}
+
+/// Runs each batch through both tiers before the next (a shared lake, where
+/// every batch is committed under the cluster's writer lock).
+async fn run_in_turn(
     pipeline: &mut Pipeline,
     mut rx: mpsc::Receiver<Envelope>,
     trigger: Trigger,
@@ -43,25 +177,15 @@ pub async fn run(
     mut on_batch: impl FnMut(&BatchReport),
 ) -> anyhow::Result<()> {
     loop {
-        // Controls first: a change waiting at a boundary is applied before
-        // the next batch starts, even under continuous load.
-        let next = tokio::select! {
+        let first = tokio::select! {
             biased;
-            control = next_control(&mut controller) => Next::Control(control),
-            envelope = rx.recv() => Next::Envelope(envelope),
-            _ = stopped(&mut stop) => {
-                rx.close();
-                Next::Envelope(rx.recv().await)
-            }
-        };
-        let first = match next {
-            Next::Control(control) => {
+            control = next_control(&mut controller) => {
                 if let Some(c) = controller.as_mut() {
                     c.lifecycle.handle(pipeline, control).await;
                 }
                 continue;
             }
-            Next::Envelope(envelope) => envelope,
+            envelope = next_envelope(&mut rx, &mut stop) => envelope,
         };
         let Some(first) = first else { return Ok(()) };
         let (records, acks) = collect_batch(first, &mut rx, trigger, &mut stop).await;
@@ -69,19 +193,24 @@ pub async fn run(
         let result = pipeline
             .process(records, || {
                 // Durable in bronze: producers may forget these events now.
-                for ack in pending.take().into_iter().flatten().flatten() {
-                    let _ = ack.send(Ok(()));
-                }
+                answer(pending.take().unwrap_or_default(), Ok(()));
             })
             .await;
-        for ack in pending.into_iter().flatten().flatten() {
-            let _ = ack.send(Err("the pipeline failed to commit the batch".into()));
+        if let Some(acks) = pending {
+            answer(acks, Err("the pipeline failed to commit the batch".into()));
         }
         let report = result?;
         if let Some(c) = controller.as_mut() {
             c.lifecycle.after_batch(pipeline);
         }
         on_batch(&report);
+    }
+}
+
+/// Tells every producer of a batch how its commit went.
+fn answer(acks: Acks, result: Result<(), String>) {
+    for ack in acks.into_iter().flatten() {
+        let _ = ack.send(result.clone());
     }
 }
 
@@ -106,19 +235,21 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 type Acks = Vec<Option<tokio::sync::oneshot::Sender<Result<(), String>>>>;
 
-/// Gathers envelopes until the batch is full, its time is up, the channel is
-/// empty and closed, or a stop is requested (which closes the batch now, so
-/// a drain does not wait out the batch window). Envelopes are never split.
+/// Gathers envelopes until the batch is full (events or bytes), its linger
+/// is up, the channel is empty and closed, or a stop is requested (which
+/// closes the batch now, so a drain does not wait out the linger).
+/// Envelopes are never split.
 async fn collect_batch(
     first: Envelope,
     rx: &mut mpsc::Receiver<Envelope>,
     trigger: Trigger,
     stop: &mut watch::Receiver<bool>,
 ) -> (Vec<RawRecord>, Acks) {
-    let deadline = Instant::now() + trigger.max_wait;
+    let deadline = Instant::now() + trigger.linger;
+    let mut bytes = payload_bytes(&first.records);
     let mut records = first.records;
     let mut acks = vec![first.ack];
-    while records.len() < trigger.max_events {
+    while records.len() < trigger.max_events && bytes < trigger.max_bytes {
         let next = tokio::select! {
             biased;
             _ = stopped(stop) => {
@@ -128,8 +259,13 @@ async fn collect_batch(
             next = tokio::time::timeout_at(deadline, rx.recv()) => next.ok().flatten(),
         };
         let Some(envelope) = next else { break };
+        bytes += payload_bytes(&envelope.records);
         records.extend(envelope.records);
         acks.push(envelope.ack);
     }
     (records, acks)
+}
+
+fn payload_bytes(records: &[RawRecord]) -> usize {
+    records.iter().map(|r| r.payload.len()).sum()
 }

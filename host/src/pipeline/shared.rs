@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use deltalake::datafusion::prelude::SessionContext;
 
-use super::{BATCHES_TABLE, Pipeline, STAGE_BRONZE, STAGE_DONE};
+use super::{BATCHES_TABLE, IngestTier, Pipeline, STAGE_BRONZE, STAGE_DONE};
 use crate::cluster::{Cluster, WriterGuard};
 use crate::lake::{self, Lake};
 use crate::layers::{bronze, quarantine};
@@ -47,19 +47,24 @@ pub(super) async fn take_writer(pipeline: &mut Pipeline) -> anyhow::Result<Optio
         return Ok(None);
     };
     let guard = Cluster::writer(&shared.root).await?;
-    if last_batch(&shared.lake).await? != pipeline.next_batch - 1 {
+    if last_batch(&shared.lake).await? != pipeline.slots.next_bronze() - 1 {
         tracing::debug!("another instance committed: reloading state from the lake");
         let mut fresh = Pipeline::open(
             &shared.lake,
-            pipeline.plugins.clone(),
+            pipeline.slots.plugins(),
             shared.lateness_micros,
         )
         .await?;
         fresh.totals = std::mem::take(&mut pipeline.totals);
-        // Plugin lifecycle state belongs to this instance, not to the lake.
-        fresh.fallbacks = std::mem::take(&mut pipeline.fallbacks);
-        fresh.shadows = std::mem::take(&mut pipeline.shadows);
-        fresh.auto_rollbacks = std::mem::take(&mut pipeline.auto_rollbacks);
+        // Plugin lifecycle state belongs to this instance, not to the lake;
+        // the ids of new bronze batches follow the lake.
+        pipeline.slots.set_next_bronze(fresh.slots.next_bronze());
+        fresh.slots = pipeline.slots.clone();
+        fresh.ingest = Some(IngestTier::new(
+            shared.lake.reopen(&fresh.bronze).await?,
+            shared.lake.reopen(&fresh.quarantine).await?,
+            fresh.slots.clone(),
+        ));
         fresh.shared = Some(shared);
         *pipeline = fresh;
     }

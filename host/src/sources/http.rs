@@ -5,9 +5,14 @@
 //! NDJSON or a JSON array at all, 503 if the pipeline could not commit.
 //! Individual malformed events in a good body are accepted and land in
 //! quarantine, with their raw bytes, like any other bad event.
+//!
+//! The collector is one stream: every event gets the next offset of the
+//! partition [`PARTITION`], so the positions the lake keeps do not grow
+//! with the number of requests. A request's id names its offsets.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -22,6 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Envelope, RawRecord};
 
 pub const SOURCE: &str = "http";
+/// The collector's one partition.
+pub const PARTITION: &str = "collector";
 
 /// How long a request waits for its bronze commit before giving up with 503.
 const ACK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -30,13 +37,18 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(60);
 struct Collector {
     tx: mpsc::Sender<Envelope>,
     source: Arc<str>,
+    partition: Arc<str>,
+    next_offset: Arc<AtomicI64>,
 }
 
-/// The collector's routes, sending envelopes into `tx`.
-pub fn router(tx: mpsc::Sender<Envelope>, max_body_bytes: usize) -> Router {
+/// The collector's routes, sending envelopes into `tx`; offsets continue
+/// from `first_offset`.
+pub fn router(tx: mpsc::Sender<Envelope>, max_body_bytes: usize, first_offset: i64) -> Router {
     let state = Collector {
         tx,
         source: Arc::from(SOURCE),
+        partition: Arc::from(PARTITION),
+        next_offset: Arc::new(AtomicI64::new(first_offset)),
     };
     Router::new()
         .route("/v1/events", post(ingest))
@@ -55,16 +67,17 @@ async fn ingest(State(collector): State<Collector>, body: Bytes) -> Response {
         Ok(p) => p,
         Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
     };
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let partition: Arc<str> = Arc::from(request_id.as_str());
+    let n = payloads.len() as i64;
+    let first = collector.next_offset.fetch_add(n, Ordering::Relaxed);
+    let request_id = format!("{}:{first}-{}", collector.partition, first + n - 1);
     let records: Vec<RawRecord> = payloads
         .into_iter()
-        .enumerate()
-        .map(|(i, payload)| RawRecord {
+        .zip(first..)
+        .map(|(payload, offset)| RawRecord {
             payload,
             source: collector.source.clone(),
-            partition: partition.clone(),
-            offset: i as i64,
+            partition: collector.partition.clone(),
+            offset,
         })
         .collect();
     let count = records.len();
@@ -138,16 +151,18 @@ pub fn split_body(body: &Bytes) -> Result<Vec<Bytes>, String> {
     Ok(lines)
 }
 
-/// Serves the collector until `shutdown` resolves.
+/// Serves the collector until `shutdown` resolves; offsets continue from
+/// `first_offset` (one past the lake's position of the collector).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tx: mpsc::Sender<Envelope>,
     max_body_bytes: usize,
+    first_offset: i64,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, "collector listening");
-    axum::serve(listener, router(tx, max_body_bytes))
+    tracing::info!(%addr, first_offset, "collector listening");
+    axum::serve(listener, router(tx, max_body_bytes, first_offset))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -58,7 +58,7 @@ pub fn replay_config(lake: &Path, files: Vec<PathBuf>, max_events: usize) -> Con
     };
     config.collector.listen = String::new();
     config.batch.max_events = max_events;
-    config.batch.max_wait_ms = 200;
+    config.batch.linger_ms = 200;
     config
 }
 

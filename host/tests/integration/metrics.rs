@@ -77,9 +77,33 @@ async fn metrics_count_every_event_by_outcome() {
         quarantined as usize,
         expected.duplicates + expected.late + expected.malformed
     );
-    let batches = value("sluice_batches_total", &[]).unwrap();
-    assert!(batches >= 6.0, "3000 events in batches of at most 500");
-    assert_eq!(value("sluice_batch_seconds_count", &[]), Some(batches));
+    // Refine steps take every bronze batch committed since the last one,
+    // so there may be fewer steps than bronze batches, never more.
+    let steps = value("sluice_batches_total", &[]).unwrap();
+    assert_eq!(value("sluice_batch_seconds_count", &[]), Some(steps));
+    let bronze = value("sluice_tier_position", &["tier=\"bronze\""]).unwrap();
+    assert!(
+        bronze >= 6.0,
+        "3000 events in bronze batches of at most 500"
+    );
+    assert!(
+        (1.0..=bronze).contains(&steps),
+        "{steps} steps, {bronze} bronze batches"
+    );
+    for tier in ["silver", "gold"] {
+        let label = format!("tier=\"{tier}\"");
+        let position = value("sluice_tier_position", &[label.as_str()]);
+        assert_eq!(
+            position,
+            Some(bronze),
+            "{tier} has refined every bronze batch"
+        );
+    }
+    assert_eq!(
+        value("sluice_event_to_gold_seconds_count", &[]),
+        Some(bronze),
+        "one latency sample per bronze batch"
+    );
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

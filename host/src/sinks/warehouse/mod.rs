@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, invalid, parse};
+use crate::config_error::{ConfigError, invalid, parse};
 use crate::lake::Lake;
 use crate::runtime::contract::{PluginMeta, WriteMode};
 

@@ -13,7 +13,7 @@ use azure_messaging_eventhubs::ConsumerClient;
 use serde::Deserialize;
 
 use super::super::blob_checkpoints::BlobLocation;
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 
 /// How the source signs in to the Event Hubs namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -6,7 +6,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::StreamConsumer;
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 
 /// `[kafka]`: where to consume from. Empty `brokers` disables the source.
 ///

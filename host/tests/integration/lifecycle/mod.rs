@@ -36,7 +36,7 @@ fn host_config(lake: &Path) -> Config {
     config.collector.listen = "127.0.0.1:0".into();
     config.admin.listen = "127.0.0.1:0".into();
     config.admin.token = Some(TOKEN.into());
-    config.batch.max_wait_ms = 50;
+    config.batch.linger_ms = 50;
     config
 }
 
@@ -67,8 +67,28 @@ impl Host {
         }
     }
 
-    /// Posts `lines` in requests of `chunk`, each answered once durable.
+    /// Posts `lines` in requests of `chunk`, each answered once durable in
+    /// bronze, then waits until silver and gold have refined them, so what
+    /// the test does next happens after them.
     async fn send(&self, lines: &[String], chunk: usize) {
+        self.post(lines, chunk).await;
+        self.settle().await;
+    }
+
+    /// Waits until the refine tier has caught up with the ingest tier.
+    async fn settle(&self) {
+        for _ in 0..600 {
+            let status = self.status().await;
+            if status.next_batch == status.next_bronze_batch {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the refine tier did not catch up within a minute");
+    }
+
+    /// Posts `lines` in requests of `chunk`, each answered once durable.
+    async fn post(&self, lines: &[String], chunk: usize) {
         for part in lines.chunks(chunk) {
             let response = self
                 .http
