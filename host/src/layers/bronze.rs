@@ -14,6 +14,9 @@ use crate::sources::RawRecord;
 pub const TABLE: &str = "bronze_events";
 /// Host-added column: position of the row in its micro-batch (arrival order).
 pub const BATCH_ROW: &str = "batch_row";
+/// Contract column: when the host received the record (raw input; the
+/// default bronze plugin keeps it in `bronze_events`).
+pub const INGEST_TIME: &str = "ingest_time";
 
 /// The rows fed to the bronze plugin (schema fixed by the contract).
 pub fn raw_input(records: &[RawRecord], ingest_micros: i64) -> RecordBatch {
@@ -84,6 +87,8 @@ pub struct RawRow<'a> {
 /// Column access to raw bytes and source positions of a raw-input or
 /// `bronze_events` batch, for quarantining rows by index.
 pub struct RawColumns<'a> {
+    /// `None` when a custom bronze plugin did not keep `ingest_time`.
+    ingest: Option<&'a TimestampMicrosecondArray>,
     raw: &'a BinaryArray,
     source: &'a StringArray,
     partition: &'a StringArray,
@@ -99,6 +104,9 @@ impl<'a> RawColumns<'a> {
                 .ok_or_else(|| format!("bronze rows lack a usable `{name}` column"))
         }
         Ok(RawColumns {
+            ingest: batch
+                .column_by_name(INGEST_TIME)
+                .and_then(|c| c.as_any().downcast_ref()),
             raw: get(batch, "raw")?,
             source: get(batch, "source")?,
             partition: get(batch, "source_partition")?,
@@ -112,6 +120,17 @@ impl<'a> RawColumns<'a> {
 
     pub fn is_empty(&self) -> bool {
         self.raw.is_empty()
+    }
+
+    /// Whether the rows carry their ingest time at all.
+    pub fn has_ingest_time(&self) -> bool {
+        self.ingest.is_some()
+    }
+
+    /// When row `i` was received, if the rows carry it (a null counts as
+    /// unknown).
+    pub fn ingest_time(&self, i: usize) -> Option<i64> {
+        self.ingest.filter(|c| c.is_valid(i)).map(|c| c.value(i))
     }
 
     pub fn row(&self, i: usize) -> RawRow<'a> {
