@@ -261,7 +261,7 @@ fn layers_wasm_vs_native(lines: &[String]) {
     let bronze_rows = bronze::to_stored(&out[bronze::TABLE], 1, "bench");
     let (silver_wasm, out) = time(|| s.transform(&bronze_rows).expect("silver"));
     let (silver_native, _) = time(|| native::<sluice_plugin_silver::Silver>(&bronze_rows));
-    let mut dedup = silver::DedupState::new(3_600_000_000);
+    let mut dedup = silver::DedupState::new(3_600_000_000, silver::DEFAULT_MAX_FUTURE_MICROS);
     let input = bronze::RawColumns::new(&bronze_rows).expect("bronze columns");
     let (accepted, _) =
         silver::deduplicate(&mut dedup, &out[silver::TABLE], &input).expect("dedup");

@@ -64,6 +64,27 @@ pub struct BatchConfig {
 pub struct LatenessConfig {
     /// Events older than (newest event time seen − this) go to quarantine as `late`.
     pub allowed_secs: u64,
+    /// Events stamped more than this after their ingest time go to
+    /// quarantine as `future_timestamp` and never move a watermark.
+    pub max_future_secs: u64,
+}
+
+impl LatenessConfig {
+    /// `allowed_secs` in microseconds, saturating (`u64::MAX` means "never late").
+    pub fn allowed_micros(&self) -> i64 {
+        secs_to_micros(self.allowed_secs)
+    }
+
+    /// `max_future_secs` in microseconds, saturating.
+    pub fn max_future_micros(&self) -> i64 {
+        secs_to_micros(self.max_future_secs)
+    }
+}
+
+fn secs_to_micros(secs: u64) -> i64 {
+    i64::try_from(secs)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1_000_000)
 }
 
 /// Plugin selection and limits.
@@ -169,6 +190,7 @@ impl Default for LatenessConfig {
     fn default() -> Self {
         LatenessConfig {
             allowed_secs: 3_600,
+            max_future_secs: 86_400,
         }
     }
 }
@@ -243,6 +265,7 @@ impl Config {
             "batch.linger_ms" | "batch.max_wait_ms" => self.batch.linger_ms = parse(&field, value)?,
             "batch.max_bytes" => self.batch.max_bytes = parse(&field, value)?,
             "lateness.allowed_secs" => self.lateness.allowed_secs = parse(&field, value)?,
+            "lateness.max_future_secs" => self.lateness.max_future_secs = parse(&field, value)?,
             "plugins.bronze" => self.plugins.bronze = Some(value.into()),
             "plugins.silver" => self.plugins.silver = Some(value.into()),
             "plugins.gold" => self.plugins.gold = Some(value.into()),
@@ -425,6 +448,22 @@ mod tests {
         let config = load_str("").unwrap();
         assert_eq!(config.batch.max_events, 50_000);
         assert_eq!(config.lateness.allowed_secs, 3_600);
+        assert_eq!(config.lateness.max_future_secs, 86_400);
+    }
+
+    #[test]
+    fn lateness_bounds_parse_and_saturate() {
+        let config =
+            load_str("[lateness]\nallowed_secs = 18446744073709551615\nmax_future_secs = 60\n")
+                .unwrap();
+        assert_eq!(config.lateness.allowed_micros(), i64::MAX, "saturates");
+        assert_eq!(config.lateness.max_future_micros(), 60_000_000);
+        let env = vec![(
+            "SLUICE_LATENESS__MAX_FUTURE_SECS".to_string(),
+            "5".to_string(),
+        )];
+        let config = Config::load(None, env).unwrap();
+        assert_eq!(config.lateness.max_future_micros(), 5_000_000);
     }
 
     #[test]

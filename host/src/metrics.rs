@@ -111,6 +111,13 @@ pub fn record_lag(source: &'static str, partition: &str, lag: i64) {
         .set(lag as f64);
 }
 
+/// Events a source partition lost before they were read (Kafka offsets
+/// deleted by retention after the lake's position), counted when found.
+pub fn record_source_gap(source: &'static str, partition: &str, events: i64) {
+    counter!("sluice_source_gap_events", "source" => source, "partition" => partition.to_string())
+        .increment(events.max(0) as u64);
+}
+
 /// A partition this instance no longer reads: its lag is reported by the
 /// instance that took it over, so here it reads 0 (sums stay right).
 pub fn forget_lag(source: &'static str, partition: &str) {

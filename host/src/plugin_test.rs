@@ -80,7 +80,8 @@ pub fn layer_input(
     let silver_rows = out
         .remove(silver::TABLE)
         .context("silver plugin emitted no silver_events")?;
-    let mut dedup = DedupState::new(FIXTURE_LATENESS_MICROS);
+    // Fixture event times are unrelated to the fixed ingest time: no bound.
+    let mut dedup = DedupState::new(FIXTURE_LATENESS_MICROS, i64::MAX);
     let input = RawColumns::new(&bronze_rows).map_err(anyhow::Error::msg)?;
     let (accepted, _) =
         silver::deduplicate(&mut dedup, &silver_rows, &input).map_err(anyhow::Error::msg)?;

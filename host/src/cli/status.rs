@@ -18,19 +18,27 @@ pub async fn run(config: &Config, lake: &sluice::lake::Lake) -> anyhow::Result<E
             config.kafka.topic, config.kafka.brokers
         );
         println!(
-            "{:>9}  {:>12}  {:>14}  {:>10}",
-            "partition", "committed", "high watermark", "lag"
+            "{:>9}  {:>12}  {:>14}  {:>10}  {:>10}",
+            "partition", "committed", "high watermark", "lag", "gap"
         );
-        let mut total = 0;
+        let (mut total, mut gaps) = (0, 0);
         for (id, (low, high)) in &marks {
             let name = kafka::partition_name(&config.kafka.topic, *id);
             let committed = positions.get(&(kafka::SOURCE.to_string(), name)).copied();
             let lag = kafka::lag(committed, *low, *high);
+            let gap = kafka::gap(committed, *low);
             total += lag;
+            gaps += gap;
             let shown = committed.map_or("-".to_string(), |c| c.to_string());
-            println!("{id:>9}  {shown:>12}  {high:>14}  {lag:>10}");
+            println!("{id:>9}  {shown:>12}  {high:>14}  {lag:>10}  {gap:>10}");
         }
         println!("total lag: {total} events");
+        if gaps > 0 {
+            println!(
+                "gap: {gaps} events after the lake's positions were deleted by retention \
+                 before they were read; the next run resumes at the oldest offset left"
+            );
+        }
     }
     if config.eventhubs.enabled() {
         print_eventhubs_lag(config, &positions).await?;

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    Array, BinaryArray, BinaryBuilder, Int32Array, Int64Array, Int64Builder, RecordBatch,
+    Array, ArrayRef, BinaryArray, BinaryBuilder, Int32Array, Int64Array, Int64Builder, RecordBatch,
     StringArray, StringBuilder, TimestampMicrosecondArray,
 };
+use deltalake::arrow::compute::kernels::cmp::distinct;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::sources::RawRecord;
@@ -14,6 +15,9 @@ use crate::sources::RawRecord;
 pub const TABLE: &str = "bronze_events";
 /// Host-added column: position of the row in its micro-batch (arrival order).
 pub const BATCH_ROW: &str = "batch_row";
+/// Contract column: when the host received the record (raw input; the
+/// default bronze plugin keeps it in `bronze_events`).
+pub const INGEST_TIME: &str = "ingest_time";
 
 /// The rows fed to the bronze plugin (schema fixed by the contract).
 pub fn raw_input(records: &[RawRecord], ingest_micros: i64) -> RecordBatch {
@@ -41,6 +45,56 @@ pub fn raw_input(records: &[RawRecord], ingest_micros: i64) -> RecordBatch {
         ],
     )
     .expect("raw input columns match the contract schema")
+}
+
+/// Raw-input columns the host owns: a bronze plugin must pass them through
+/// unchanged, row for row. Positions resume from `source*` (a plugin that
+/// wrote `source_offset = i64::MAX` would make a source skip everything),
+/// and `raw` is what quarantine keeps and silver reads.
+pub const HOST_COLUMNS: [&str; 4] = ["raw", "source", "source_partition", "source_offset"];
+
+/// Checks that the bronze plugin's `output` has `input`'s host-owned
+/// columns, equal row for row; otherwise names the column and the first row
+/// that differs.
+pub fn check_host_columns(input: &RecordBatch, output: &RecordBatch) -> Result<(), String> {
+    if input.num_rows() != output.num_rows() {
+        return Err(format!(
+            "bronze output has {} rows for {} raw records",
+            output.num_rows(),
+            input.num_rows()
+        ));
+    }
+    for name in HOST_COLUMNS {
+        let expected = input
+            .column_by_name(name)
+            .ok_or_else(|| format!("raw input lacks `{name}`"))?;
+        let actual = output
+            .column_by_name(name)
+            .ok_or_else(|| format!("bronze output lacks the host's column `{name}`"))?;
+        if actual.data_type() != expected.data_type() {
+            return Err(format!(
+                "bronze output column `{name}` is {}, not {}",
+                actual.data_type(),
+                expected.data_type()
+            ));
+        }
+        if let Some(row) = first_difference(expected, actual)? {
+            return Err(format!(
+                "bronze output changed the host's column `{name}` at row {row}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The first row where two arrays of one type differ (nulls included).
+fn first_difference(a: &ArrayRef, b: &ArrayRef) -> Result<Option<usize>, String> {
+    // Whole-array equality first: the common case costs one pass.
+    if a.to_data() == b.to_data() {
+        return Ok(None);
+    }
+    let differs = distinct(a, b).map_err(|e| e.to_string())?;
+    Ok((0..differs.len()).find(|&i| differs.value(i)))
 }
 
 /// Schema of `bronze_events` as stored: the plugin's plus host lineage.
@@ -86,6 +140,8 @@ pub struct RawRow<'a> {
 /// Column access to raw bytes and source positions of a raw-input or
 /// `bronze_events` batch, for quarantining rows by index.
 pub struct RawColumns<'a> {
+    /// `None` when a custom bronze plugin did not keep `ingest_time`.
+    ingest: Option<&'a TimestampMicrosecondArray>,
     raw: &'a BinaryArray,
     source: &'a StringArray,
     partition: &'a StringArray,
@@ -102,6 +158,9 @@ impl<'a> RawColumns<'a> {
                 .ok_or_else(|| format!("bronze rows lack a usable `{name}` column"))
         }
         Ok(RawColumns {
+            ingest: batch
+                .column_by_name(INGEST_TIME)
+                .and_then(|c| c.as_any().downcast_ref()),
             raw: get(batch, "raw")?,
             source: get(batch, "source")?,
             partition: get(batch, "source_partition")?,
@@ -118,6 +177,17 @@ impl<'a> RawColumns<'a> {
         self.raw.is_empty()
     }
 
+    /// Whether the rows carry their ingest time at all.
+    pub fn has_ingest_time(&self) -> bool {
+        self.ingest.is_some()
+    }
+
+    /// When row `i` was received, if the rows carry it (a null counts as
+    /// unknown).
+    pub fn ingest_time(&self, i: usize) -> Option<i64> {
+        self.ingest.filter(|c| c.is_valid(i)).map(|c| c.value(i))
+    }
+
     pub fn row(&self, i: usize) -> RawRow<'a> {
         RawRow {
             raw: self.raw.value(i),
@@ -126,5 +196,93 @@ impl<'a> RawColumns<'a> {
             offset: self.offset.value(i),
             batch: self.batch.map(|b| b.value(i)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-06-01T00:00:00Z.
+    const NOW: i64 = 1_780_272_000_000_000;
+
+    fn input() -> RecordBatch {
+        let records: Vec<RawRecord> = (0..3)
+            .map(|i| RawRecord {
+                payload: bytes::Bytes::from(format!("{{\"n\":{i}}}")),
+                source: "kafka".into(),
+                partition: "t/0".into(),
+                offset: 10 + i,
+            })
+            .collect();
+        raw_input(&records, NOW)
+    }
+
+    /// `batch` with column `name` replaced.
+    fn with_column(batch: &RecordBatch, name: &str, column: ArrayRef) -> RecordBatch {
+        let i = batch.schema().index_of(name).unwrap();
+        let mut columns = batch.columns().to_vec();
+        columns[i] = column;
+        let mut fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields[i] = Field::new(name, columns[i].data_type().clone(), false);
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    }
+
+    #[test]
+    fn unchanged_host_columns_pass_with_extra_columns() {
+        let input = input();
+        assert_eq!(check_host_columns(&input, &input), Ok(()));
+        let extra = with_column(
+            &input,
+            "ingest_time",
+            Arc::new(Int64Array::from(vec![0; 3])),
+        );
+        assert_eq!(
+            check_host_columns(&input, &extra),
+            Ok(()),
+            "other columns are the plugin's"
+        );
+    }
+
+    #[test]
+    fn a_changed_position_names_the_column_and_row() {
+        let input = input();
+        let forged = Arc::new(Int64Array::from(vec![10, i64::MAX, 12]));
+        let err =
+            check_host_columns(&input, &with_column(&input, "source_offset", forged)).unwrap_err();
+        assert_eq!(
+            err,
+            "bronze output changed the host's column `source_offset` at row 1"
+        );
+        let moved = Arc::new(StringArray::from(vec!["t/0", "t/0", "t/9"]));
+        let err = check_host_columns(&input, &with_column(&input, "source_partition", moved))
+            .unwrap_err();
+        assert!(err.contains("`source_partition` at row 2"), "{err}");
+        let raw = Arc::new(BinaryArray::from_vec(vec![
+            b"x".as_slice(),
+            br#"{"n":1}"#.as_slice(),
+            br#"{"n":2}"#.as_slice(),
+        ]));
+        let err = check_host_columns(&input, &with_column(&input, "raw", raw)).unwrap_err();
+        assert!(err.contains("`raw` at row 0"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_retyped_or_short_host_column_is_refused() {
+        let input = input();
+        let keep: Vec<usize> = (0..input.num_columns()).filter(|&i| i != 1).collect();
+        let err = check_host_columns(&input, &input.project(&keep).unwrap()).unwrap_err();
+        assert!(err.contains("`source`"), "{err}");
+        let retyped = Arc::new(StringArray::from(vec!["10", "11", "12"]));
+        let err =
+            check_host_columns(&input, &with_column(&input, "source_offset", retyped)).unwrap_err();
+        assert!(err.contains("`source_offset` is Utf8"), "{err}");
+        let err = check_host_columns(&input, &input.slice(0, 2)).unwrap_err();
+        assert!(err.contains("2 rows for 3"), "{err}");
     }
 }

@@ -11,6 +11,12 @@
 //! order within its stream, never on how streams interleave or where batch
 //! boundaries fall. That is what makes a replay after a crash give the same
 //! silver table as an uninterrupted run.
+//!
+//! An event stamped too far ahead of its arrival (its bronze row's
+//! `ingest_time`) is rejected as `future_timestamp` before anything else, so
+//! one client with a wrong clock cannot drag a watermark into the future and
+//! make every later event late. All arithmetic on times saturates: an extreme
+//! lateness or an event near the ends of the i64 range must not wrap around.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +35,9 @@ pub const TABLE: &str = "silver_events";
 /// Columns the host needs in a silver plugin's `silver_events` output.
 pub const EVENT_ID: &str = "event_id";
 pub const EVENT_TIME: &str = "event_time";
+/// Default for how far an event's time may be ahead of its ingest time:
+/// one day (`lateness.max_future_secs`), generous for skewed client clocks.
+pub const DEFAULT_MAX_FUTURE_MICROS: i64 = 86_400 * 1_000_000;
 /// Host-added lineage: the bronze record a silver row came from.
 pub const SOURCE_COLUMNS: [&str; 3] = ["source", "source_partition", "source_offset"];
 
@@ -53,7 +62,13 @@ pub fn stream_key(source: &str, partition: &str) -> String {
 pub enum Verdict {
     Accept,
     Duplicate,
-    Late { watermark: i64 },
+    Late {
+        watermark: i64,
+    },
+    /// Event time is after `bound` (ingest time + the allowed future skew).
+    Future {
+        bound: i64,
+    },
 }
 
 /// An accepted id: its event time and the stream it came from.
@@ -71,12 +86,16 @@ pub struct DedupState {
     stream_ids: HashMap<Box<str>, u32>,
     newest: Vec<Option<i64>>,
     lateness_micros: i64,
+    max_future_micros: i64,
 }
 
 impl DedupState {
-    pub fn new(lateness_micros: i64) -> Self {
+    /// `lateness_micros`: how far behind its stream's newest event an event
+    /// may be; `max_future_micros`: how far ahead of its ingest time.
+    pub fn new(lateness_micros: i64, max_future_micros: i64) -> Self {
         DedupState {
             lateness_micros,
+            max_future_micros,
             ..Default::default()
         }
     }
@@ -85,9 +104,10 @@ impl DedupState {
     /// read back from the silver table.
     pub fn restore(
         lateness_micros: i64,
+        max_future_micros: i64,
         accepted: impl IntoIterator<Item = (String, i64, String)>,
     ) -> Self {
-        let mut state = DedupState::new(lateness_micros);
+        let mut state = DedupState::new(lateness_micros, max_future_micros);
         for (id, time, stream) in accepted {
             let stream = state.stream(&stream);
             state.advance(stream, time);
@@ -115,7 +135,7 @@ impl DedupState {
     }
 
     fn watermark_of(&self, stream: u32) -> Option<i64> {
-        self.newest[stream as usize].map(|n| n - self.lateness_micros)
+        self.newest[stream as usize].map(|n| n.saturating_sub(self.lateness_micros))
     }
 
     /// Events of stream `key` older than this are late.
@@ -129,13 +149,29 @@ impl DedupState {
         self.seen.len()
     }
 
-    /// Judges one event of stream `key` and, if accepted, remembers it.
+    /// Judges one event of stream `key` whose arrival time is unknown and,
+    /// if accepted, remembers it.
     pub fn judge(&mut self, id: &str, key: &str, event_time: i64) -> Verdict {
         let stream = self.stream(key);
-        self.judge_in(stream, id, event_time)
+        self.judge_in(stream, id, event_time, None)
     }
 
-    fn judge_in(&mut self, stream: u32, id: &str, event_time: i64) -> Verdict {
+    /// Judges one event of stream `key` that arrived at `ingest` and, if
+    /// accepted, remembers it.
+    pub fn judge_at(&mut self, id: &str, key: &str, event_time: i64, ingest: i64) -> Verdict {
+        let stream = self.stream(key);
+        self.judge_in(stream, id, event_time, Some(ingest))
+    }
+
+    fn judge_in(&mut self, stream: u32, id: &str, event_time: i64, ingest: Option<i64>) -> Verdict {
+        // First: a future event must neither advance the watermark nor
+        // claim its id (a later, correctly stamped copy may still come).
+        if let Some(ingest) = ingest {
+            let bound = ingest.saturating_add(self.max_future_micros);
+            if event_time > bound {
+                return Verdict::Future { bound };
+            }
+        }
         if let Some(watermark) = self.watermark_of(stream)
             && event_time < watermark
         {
@@ -168,6 +204,23 @@ impl DedupState {
     }
 }
 
+/// Quarantine reason of an event stamped too far after its arrival.
+pub const FUTURE_TIMESTAMP: &str = "future_timestamp";
+
+/// Without `ingest_time` in the bronze rows (a custom bronze plugin dropped
+/// it) there is nothing deterministic to bound event times by: the wall
+/// clock at silver time would differ between a run and its recovery. So the
+/// future check is off for those rows; say so once per process.
+fn warn_no_ingest_time() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "bronze rows lack `{}`: events cannot be checked for future timestamps",
+            super::bronze::INGEST_TIME
+        )
+    });
+}
+
 /// An event the host rejected after the plugin accepted it.
 #[derive(Debug, Clone)]
 pub struct Rejected {
@@ -186,6 +239,9 @@ pub fn deduplicate(
 ) -> Result<(RecordBatch, Vec<Rejected>), String> {
     if rows.num_rows() == 0 {
         return Ok((rows.clone(), Vec::new()));
+    }
+    if !input.has_ingest_time() {
+        warn_no_ingest_time();
     }
     let order = rows
         .column_by_name(INPUT_ROW)
@@ -220,7 +276,7 @@ pub fn deduplicate(
                 stream
             }
         };
-        let verdict = state.judge_in(stream, id, t);
+        let verdict = state.judge_in(stream, id, t, input.ingest_time(row as usize));
         keep.push(verdict == Verdict::Accept);
         match verdict {
             Verdict::Accept => {}
@@ -236,6 +292,15 @@ pub fn deduplicate(
                     "event time {} is before the watermark {}",
                     crate::time::format_micros(t),
                     crate::time::format_micros(watermark)
+                ),
+            }),
+            Verdict::Future { bound } => rejected.push(Rejected {
+                input_row: row,
+                reason: FUTURE_TIMESTAMP,
+                detail: format!(
+                    "event time {} is after {} (ingest time + lateness.max_future_secs)",
+                    crate::time::format_micros(t),
+                    crate::time::format_micros(bound)
                 ),
             }),
         }
@@ -305,11 +370,153 @@ fn column<'a, T: 'static>(rows: &'a RecordBatch, name: &str) -> Result<&'a T, St
 mod tests {
     use super::*;
 
+    use bytes::Bytes;
+    use deltalake::arrow::datatypes::TimeUnit;
+
+    use crate::sources::RawRecord;
+
     const MIN: i64 = 60_000_000;
+    const DAY: i64 = DEFAULT_MAX_FUTURE_MICROS;
+    /// 2026-06-01T00:00:00Z, an ingest time.
+    const NOW: i64 = 1_780_272_000_000_000;
+    /// 9999-12-31T23:59:59Z, a client clock gone wrong.
+    const Y9999: i64 = 253_402_300_799_000_000;
+
+    /// Raw input of `n` HTTP records received at `ingest`.
+    fn bronze_rows(n: usize, ingest: i64) -> RecordBatch {
+        let records: Vec<RawRecord> = (0..n)
+            .map(|i| RawRecord {
+                payload: Bytes::from(format!("line {i}")),
+                source: "http".into(),
+                partition: "req-1".into(),
+                offset: i as i64,
+            })
+            .collect();
+        super::super::bronze::raw_input(&records, ingest)
+    }
+
+    /// A silver plugin's rows: row `i` is input row `i`, id `e{i}`.
+    fn silver_rows(times: &[i64]) -> RecordBatch {
+        let schema = Schema::new(vec![
+            Field::new(INPUT_ROW, DataType::UInt32, false),
+            Field::new(EVENT_ID, DataType::Utf8, false),
+            Field::new(
+                EVENT_TIME,
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+        ]);
+        let n = times.len() as u32;
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(UInt32Array::from_iter_values(0..n)),
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("e{i}")),
+                )),
+                Arc::new(TimestampMicrosecondArray::from(times.to_vec()).with_timezone("UTC")),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_far_future_event_is_rejected_and_moves_no_watermark() {
+        let mut s = DedupState::new(10 * MIN, DAY);
+        assert_eq!(
+            s.judge_at("bad", "http", Y9999, NOW),
+            Verdict::Future { bound: NOW + DAY }
+        );
+        assert_eq!(s.watermark("http"), None, "the watermark did not move");
+        assert_eq!(s.judge_at("ok", "http", NOW, NOW), Verdict::Accept);
+        assert_eq!(
+            s.judge_at("bad", "http", NOW, NOW),
+            Verdict::Accept,
+            "a rejected future event does not claim its id"
+        );
+        assert_eq!(
+            s.judge_at("skewed", "http", NOW + DAY, NOW),
+            Verdict::Accept,
+            "exactly max_future ahead is still accepted"
+        );
+        assert_eq!(
+            s.judge("unknown", "http", Y9999),
+            Verdict::Accept,
+            "no ingest time, no bound"
+        );
+    }
+
+    #[test]
+    fn deduplicate_quarantines_future_events_by_their_bronze_ingest_time() {
+        let bronze = bronze_rows(3, NOW);
+        let input = RawColumns::new(&bronze).unwrap();
+        let mut s = DedupState::new(10 * MIN, DAY);
+        let (accepted, rejected) =
+            deduplicate(&mut s, &silver_rows(&[Y9999, NOW, NOW + MIN]), &input).unwrap();
+        assert_eq!(accepted.num_rows(), 2);
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(
+            (rejected[0].input_row, rejected[0].reason),
+            (0, FUTURE_TIMESTAMP)
+        );
+        assert!(
+            rejected[0].detail.contains("9999-12-31"),
+            "{}",
+            rejected[0].detail
+        );
+        assert_eq!(s.watermark("http"), Some(NOW + MIN - 10 * MIN));
+    }
+
+    #[test]
+    fn bronze_rows_without_ingest_time_are_not_bounded() {
+        let full = bronze_rows(2, NOW);
+        let keep: Vec<usize> = (0..full.num_columns())
+            .filter(|&i| full.schema().field(i).name() != super::super::bronze::INGEST_TIME)
+            .collect();
+        let stripped = full.project(&keep).unwrap();
+        let input = RawColumns::new(&stripped).unwrap();
+        assert!(!input.has_ingest_time());
+        let mut s = DedupState::new(10 * MIN, DAY);
+        let (accepted, rejected) =
+            deduplicate(&mut s, &silver_rows(&[NOW, Y9999]), &input).unwrap();
+        assert_eq!((accepted.num_rows(), rejected.len()), (2, 0));
+    }
+
+    #[test]
+    fn unbounded_lateness_and_pre_1970_times_do_not_overflow() {
+        // What `lateness.allowed_secs = u64::MAX` becomes, saturated.
+        let mut s = DedupState::new(i64::MAX, DAY);
+        let dec_1969 = -31 * 24 * 60 * MIN;
+        assert_eq!(s.judge_at("old", "http", dec_1969, NOW), Verdict::Accept);
+        assert_eq!(
+            s.watermark("http"),
+            Some(i64::MIN),
+            "saturated, not wrapped"
+        );
+        assert_eq!(s.judge_at("new", "http", NOW, NOW), Verdict::Accept);
+        assert_eq!(
+            s.judge_at("older", "http", dec_1969 - DAY, NOW),
+            Verdict::Accept,
+            "with unbounded lateness nothing is late"
+        );
+        s.prune();
+        assert_eq!(s.tracked_ids(), 3);
+        let restored = DedupState::restore(
+            i64::MAX,
+            DAY,
+            [("old".to_string(), dec_1969, "http".to_string())],
+        );
+        assert_eq!(restored.watermark("http"), Some(i64::MIN));
+        // An unbounded future skew and an event at the end of time.
+        let mut s = DedupState::new(10 * MIN, i64::MAX);
+        assert_eq!(s.judge_at("end", "http", i64::MAX, NOW), Verdict::Accept);
+        assert_eq!(s.judge_at("start", "k", i64::MIN, NOW), Verdict::Accept);
+        assert_eq!(s.watermark("k"), Some(i64::MIN));
+    }
 
     #[test]
     fn duplicates_and_late_events_are_judged_by_arrival_order() {
-        let mut s = DedupState::new(10 * MIN);
+        let mut s = DedupState::new(10 * MIN, DAY);
         assert_eq!(s.judge("a", "http", 100 * MIN), Verdict::Accept);
         assert_eq!(s.judge("a", "http", 100 * MIN), Verdict::Duplicate);
         assert_eq!(
@@ -342,7 +549,7 @@ mod tests {
             stream_key("file", "b.ndjson")
         );
         assert_eq!(stream_key("http", "req-1"), stream_key("http", "req-2"));
-        let mut s = DedupState::new(10 * MIN);
+        let mut s = DedupState::new(10 * MIN, DAY);
         // Partition 0 read far ahead, then partition 1's backlog.
         assert_eq!(s.judge("a", &p0, 500 * MIN), Verdict::Accept);
         assert_eq!(s.judge("b", &p1, 100 * MIN), Verdict::Accept);
@@ -374,7 +581,7 @@ mod tests {
 
     #[test]
     fn prune_keeps_only_ids_inside_their_streams_window() {
-        let mut s = DedupState::new(10 * MIN);
+        let mut s = DedupState::new(10 * MIN, DAY);
         for i in 0..100 {
             s.judge(&format!("e{i}"), "http", i * MIN);
             s.judge(&format!("k{i}"), "kafka:t/0", 1_000 * MIN + i * MIN);
@@ -387,6 +594,7 @@ mod tests {
         );
         let restored = DedupState::restore(
             10 * MIN,
+            DAY,
             (0..100).map(|i| (format!("e{i}"), i * MIN, "http".to_string())),
         );
         assert_eq!(restored.tracked_ids(), 11);

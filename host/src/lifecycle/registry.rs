@@ -81,28 +81,32 @@ pub struct PendingReplay {
 pub struct Registry {
     dir: PathBuf,
     history: Vec<Entry>,
+    /// A torn last line found at open: the file length then and where the
+    /// line starts, cut off before the next append.
+    torn: Option<TornTail>,
+}
+
+/// The unparseable end of `history.jsonl` a crash mid-append left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TornTail {
+    file_len: u64,
+    line_start: u64,
 }
 
 impl Registry {
     /// Opens (creating if needed) the registry in `dir`.
     pub fn open(dir: &Path) -> anyhow::Result<Registry> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join("history.jsonl");
-        let history = match std::fs::read_to_string(&path) {
-            Ok(text) => text
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .enumerate()
-                .map(|(i, l)| {
-                    serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))
-                })
-                .collect::<anyhow::Result<_>>()?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        let path = dir.join(HISTORY);
+        let (history, torn) = match std::fs::read(&path) {
+            Ok(bytes) => parse_history(&path, &bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), None),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         Ok(Registry {
             dir: dir.to_path_buf(),
             history,
+            torn,
         })
     }
 
@@ -127,12 +131,15 @@ impl Registry {
 
     /// Appends an entry (durably) to the history.
     pub fn record(&mut self, entry: Entry) -> anyhow::Result<()> {
-        let path = self.dir.join("history.jsonl");
+        let path = self.dir.join(HISTORY);
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
+        if let Some(torn) = self.torn.take() {
+            cut_torn_tail(&file, torn).with_context(|| format!("repairing {}", path.display()))?;
+        }
         writeln!(file, "{}", serde_json::to_string(&entry)?)?;
         file.sync_data()?;
         self.history.push(entry);
@@ -186,6 +193,58 @@ impl Registry {
 }
 
 const PENDING_REPLAY: &str = "replay-pending.json";
+const HISTORY: &str = "history.jsonl";
+
+/// The entries of `history.jsonl`. Every append ends with a newline and a
+/// sync, so only the last line can be torn by a crash: an unparseable last
+/// line is ignored with a warning (its action never completed, so nothing
+/// relied on it). An unparseable line before the last is damage this code
+/// did not cause and is refused, naming the line.
+fn parse_history(path: &Path, bytes: &[u8]) -> anyhow::Result<(Vec<Entry>, Option<TornTail>)> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    for (number, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            lines.push((number + 1, start, line));
+        }
+        start += line.len() + 1;
+    }
+    let mut history = Vec::with_capacity(lines.len());
+    let last = lines.len().saturating_sub(1);
+    for (i, &(number, start, line)) in lines.iter().enumerate() {
+        match serde_json::from_slice(line) {
+            Ok(entry) => history.push(entry),
+            Err(e) if i == last => {
+                tracing::warn!(
+                    path = %path.display(),
+                    line = number,
+                    error = %e,
+                    "ignoring the torn last line of the plugin history (a crash while it was written)"
+                );
+                let torn = TornTail {
+                    file_len: bytes.len() as u64,
+                    line_start: start as u64,
+                };
+                return Ok((history, Some(torn)));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("{}:{number}", path.display()));
+            }
+        }
+    }
+    Ok((history, None))
+}
+
+/// Cuts the torn line off before the next append, so the new entry starts a
+/// line of its own instead of being glued to the fragment. Only if the file
+/// is as it was at open: anything appended since is left alone.
+fn cut_torn_tail(file: &std::fs::File, torn: TornTail) -> std::io::Result<()> {
+    if file.metadata()?.len() == torn.file_len {
+        file.set_len(torn.line_start)?;
+        file.sync_data()?;
+    }
+    Ok(())
+}
 
 /// Now, as RFC 3339 UTC.
 pub fn now_rfc3339() -> String {
@@ -244,5 +303,42 @@ mod tests {
         let reopened = Registry::open(dir.path()).unwrap();
         assert_eq!(reopened.stack(Layer::Silver), ["a", "b"]);
         assert_eq!(reopened.history().len(), 6);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ignored_and_cut_before_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Registry::open(dir.path()).unwrap();
+        r.record(entry(Action::Deploy, "a")).unwrap();
+        r.record(entry(Action::Deploy, "b")).unwrap();
+        let path = dir.path().join(HISTORY);
+        let full = serde_json::to_string(&entry(Action::Deploy, "c")).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(&full.as_bytes()[..full.len() / 2]).unwrap();
+        drop(file);
+
+        let mut r = Registry::open(dir.path()).expect("a torn last line does not stop a start");
+        assert_eq!(r.stack(Layer::Silver), ["a", "b"]);
+        r.record(entry(Action::Rollback, "a")).unwrap();
+        let reopened = Registry::open(dir.path()).expect("the fragment was cut, not glued");
+        assert_eq!(reopened.history().len(), 3);
+        assert_eq!(reopened.stack(Layer::Silver), ["a"]);
+        assert!(reopened.torn.is_none());
+    }
+
+    #[test]
+    fn a_bad_line_before_the_last_is_refused_with_its_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = serde_json::to_string(&entry(Action::Deploy, "a")).unwrap();
+        std::fs::write(
+            dir.path().join(HISTORY),
+            format!("{good}\n{{oops\n{good}\n"),
+        )
+        .unwrap();
+        let err = Registry::open(dir.path()).err().expect("refused");
+        assert!(format!("{err:#}").contains("history.jsonl:2"), "{err:#}");
     }
 }

@@ -211,7 +211,7 @@ impl Pipeline {
             quarantine,
             batches,
             gold,
-            dedup: DedupState::new(lateness_micros),
+            dedup: DedupState::new(lateness_micros, silver::DEFAULT_MAX_FUTURE_MICROS),
             next_batch: 1,
             positions: Positions::new(),
             totals: Totals::default(),

@@ -18,6 +18,12 @@ pub const RESERVED_TABLES: [&str; 4] = [
     super::BATCHES_TABLE,
 ];
 
+/// Whether a gold plugin may not use `name`: the host's tables and anything
+/// under `_` (Delta's `_delta_log`, the cluster's `_sluice`).
+pub fn is_host_table(name: &str) -> bool {
+    RESERVED_TABLES.contains(&name) || name.starts_with('_')
+}
+
 /// One loaded plugin per layer.
 #[derive(Clone)]
 pub struct Plugins {
@@ -54,6 +60,12 @@ pub fn check_layer(plugin: &LoadedPlugin, layer: Layer, path: Option<&Path>) -> 
         .unwrap_or_else(|| meta.producer());
     if meta.layer != layer {
         bail!("{what} is a {} plugin, configured for {layer}", meta.layer);
+    }
+    // Decoding checked the names already; a load or deploy checks again
+    // so no path is ever built from a name that skipped decoding.
+    for table in &meta.outputs {
+        crate::runtime::contract::check_table_name(&table.name)
+            .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
     }
     let require = |table: &str, columns: &[(&str, DataType)]| -> anyhow::Result<()> {
         let decl = meta
@@ -119,14 +131,23 @@ pub fn check_layer(plugin: &LoadedPlugin, layer: Layer, path: Option<&Path>) -> 
             Ok(())
         }
         Layer::Gold => {
-            if let Some(t) = meta
-                .outputs
-                .iter()
-                .find(|t| RESERVED_TABLES.contains(&t.name.as_str()))
-            {
+            if let Some(t) = meta.outputs.iter().find(|t| is_host_table(&t.name)) {
                 bail!("{what}: table name `{}` is reserved for the host", t.name);
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gold_may_not_name_a_host_table() {
+        for name in RESERVED_TABLES.into_iter().chain(["_sluice", "_delta_log"]) {
+            assert!(is_host_table(name), "{name}");
+        }
+        assert!(!is_host_table("fact_daily_active_users"));
     }
 }

@@ -119,7 +119,7 @@ pub(super) async fn restore_dedup(
         }
     }
     let Some(oldest_window) = oldest_window else {
-        return Ok(DedupState::new(lateness));
+        return Ok(DedupState::new(lateness, silver::DEFAULT_MAX_FUTURE_MICROS));
     };
     let rows = query(
         ctx,
@@ -141,7 +141,11 @@ pub(super) async fn restore_dedup(
     }
     // Each stream's newest event is among these rows, so its watermark is
     // restored too.
-    Ok(DedupState::restore(lateness, accepted))
+    Ok(DedupState::restore(
+        lateness,
+        silver::DEFAULT_MAX_FUTURE_MICROS,
+        accepted,
+    ))
 }
 
 fn strings(batch: &RecordBatch, column: usize) -> anyhow::Result<StringArray> {

@@ -164,7 +164,32 @@ impl PluginMeta {
     }
 }
 
+/// Longest table name: PostgreSQL's identifier limit.
+const MAX_TABLE_NAME: usize = 63;
+
+/// Refuses a table name that is not `^[a-z][a-z0-9_]{0,62}$`. A name becomes
+/// a directory under the lake root, a DataFusion table and a warehouse
+/// identifier, so nothing that could climb out of the lake (`../x`), alias a
+/// host table (`./bronze_events`), address another store (`az://other/x`)
+/// or need quoting gets through. A leading `_` (Delta's and Sluice's own
+/// directories, e.g. `_sluice`) is refused by the same rule.
+pub fn check_table_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let valid = name.len() <= MAX_TABLE_NAME
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "table name `{}` must match ^[a-z][a-z0-9_]{{0,62}}$",
+            name.escape_debug()
+        ))
+    }
+}
+
 fn decode_table(table: wit::TableSpec) -> Result<TableDecl, String> {
+    check_table_name(&table.name)?;
     let (schema, _) = sluice_plugin_sdk::ipc::read_all(&table.schema)
         .map_err(|e| format!("table `{}`: schema: {e}", table.name))?;
     let mode = match table.mode {
@@ -322,4 +347,70 @@ fn check_non_null(table: &str, schema: &SchemaRef, batch: &RecordBatch) -> Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::datatypes::{DataType, Field, Schema};
+
+    fn info_with_table(name: &str) -> wit::PluginInfo {
+        let schema = Schema::new(vec![Field::new("n", DataType::Int64, false)]);
+        wit::PluginInfo {
+            name: "t".into(),
+            version: "0.1.0".into(),
+            layer: wit::Layer::Gold,
+            description: String::new(),
+            outputs: vec![wit::TableSpec {
+                name: name.into(),
+                description: String::new(),
+                schema: sluice_plugin_sdk::ipc::write_schema(&schema),
+                partition_by: Vec::new(),
+                mode: wit::WriteMode::Append,
+            }],
+            limits: wit::ResourceLimits {
+                memory_mb: None,
+                batch_timeout_ms: None,
+            },
+        }
+    }
+
+    #[test]
+    fn table_names_are_plain_lowercase_identifiers() {
+        let longest = format!("a{}", "b".repeat(62));
+        for good in [
+            "a",
+            "fact_daily_active_users",
+            "dim_user2",
+            longest.as_str(),
+        ] {
+            assert_eq!(check_table_name(good), Ok(()), "{good}");
+        }
+        let too_long = format!("a{}", "b".repeat(63));
+        for bad in [
+            "",
+            "../x",
+            "./bronze_events",
+            "az://other/x",
+            "_sluice",
+            "Upper",
+            "1st",
+            "a-b",
+            "a b",
+            "é",
+            too_long.as_str(),
+        ] {
+            let err = check_table_name(bad).expect_err(bad);
+            assert!(err.contains(&format!("`{bad}`")), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_plugin_declaring_a_path_as_a_table_is_refused_at_decode() {
+        for bad in ["../x", "./bronze_events", "az://other/x"] {
+            let err = PluginMeta::from_wit(info_with_table(bad)).expect_err(bad);
+            assert!(err.contains(bad), "{err}");
+        }
+        assert!(PluginMeta::from_wit(info_with_table("daily_usage")).is_ok());
+    }
 }

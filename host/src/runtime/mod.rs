@@ -8,6 +8,7 @@
 mod bindings;
 pub mod contract;
 pub mod embedded;
+mod purity;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -92,7 +93,8 @@ impl PluginFailure {
     }
 }
 
-/// Per-store state: an empty WASI context (no files, no network) and limits.
+/// Per-store state: an empty WASI context (no files, no network, frozen
+/// clocks, seeded randomness: see `purity.rs`) and limits.
 struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
@@ -203,7 +205,9 @@ impl Runtime {
             _ticker: self.ticker.clone(),
         };
         let info = plugin
-            .call(|t, store| t.call_info(store))
+            .call(&purity::seed_of(plugin.hash.as_bytes()), |t, store| {
+                t.call_info(store)
+            })
             .map_err(|f| anyhow::anyhow!("reading plugin info: {f}"))?;
         let meta = PluginMeta::from_wit(info).map_err(|e| anyhow::anyhow!("plugin info: {e}"))?;
         plugin.limits = limits.capped(meta.requested);
@@ -290,26 +294,36 @@ impl LoadedPlugin {
         input: &RecordBatch,
     ) -> Result<BTreeMap<String, RecordBatch>, PluginFailure> {
         let ipc = sluice_plugin_sdk::ipc::write_batch(input).map_err(PluginFailure::Refused)?;
-        match self.transform_once(&ipc) {
+        // Seeded by the input itself: the pipeline's callers pass no batch
+        // id, and the same rows must see the same randomness on a retry,
+        // a crash recovery or a replay.
+        let seed = purity::seed_of(&ipc);
+        match self.transform_once(&ipc, &seed) {
             Ok(out) => Ok(out),
             Err(first) => {
                 tracing::warn!(plugin = %self.meta().producer(), "{first}; retrying on a fresh instance");
-                self.transform_once(&ipc)
+                self.transform_once(&ipc, &seed)
             }
         }
     }
 
-    fn transform_once(&self, ipc: &[u8]) -> Result<BTreeMap<String, RecordBatch>, PluginFailure> {
+    fn transform_once(
+        &self,
+        ipc: &[u8],
+        seed: &purity::Seed,
+    ) -> Result<BTreeMap<String, RecordBatch>, PluginFailure> {
         let started = Instant::now();
-        let result = self.call(|t, store| t.call_transform(store, ipc))?;
+        let result = self.call(seed, |t, store| t.call_transform(store, ipc))?;
         tracing::debug!(plugin = %self.meta().producer(), elapsed = ?started.elapsed(), "batch transformed");
         let outputs = result.map_err(|e| PluginFailure::Refused(describe_error(e)))?;
         contract::decode_outputs(self.meta(), outputs).map_err(PluginFailure::BadOutput)
     }
 
-    /// Runs `f` on a fresh instance in a fresh store with this plugin's limits.
+    /// Runs `f` on a fresh instance in a fresh store with this plugin's
+    /// limits; whatever randomness the plugin asks for comes from `seed`.
     fn call<R>(
         &self,
+        seed: &purity::Seed,
         f: impl FnOnce(&Transform, &mut Store<PluginState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginFailure> {
         let name: Arc<str> = self
@@ -318,7 +332,7 @@ impl LoadedPlugin {
             .map(|m| Arc::from(m.producer()))
             .unwrap_or_else(|| Arc::from("loading"));
         let state = PluginState {
-            wasi: WasiCtx::builder().build(),
+            wasi: purity::wasi_ctx(seed),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.memory_bytes)

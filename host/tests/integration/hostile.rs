@@ -2,6 +2,8 @@
 //! panic and output that lies about its schema each cost one batch, which
 //! lands in quarantine with the reason; the host keeps going.
 
+use deltalake::arrow::array::{Array, RecordBatch, StringArray};
+
 use crate::common;
 
 fn event(i: usize, note: &str) -> String {
@@ -99,5 +101,45 @@ async fn a_file_that_is_not_a_component_is_refused_with_a_reason() {
         err.to_string()
             .contains("silver plugin, configured for gold"),
         "{err}"
+    );
+}
+
+/// The `extra` column of a silver output: where `HOSTILE_ENTROPY` writes
+/// what it observed.
+fn observed(outputs: &std::collections::BTreeMap<String, RecordBatch>) -> String {
+    let rows = &outputs["silver_events"];
+    let extra = rows.column_by_name("extra").unwrap();
+    let extra = extra.as_any().downcast_ref::<StringArray>().unwrap();
+    extra.value(0).to_string()
+}
+
+#[test]
+fn plugins_see_frozen_clocks_and_randomness_seeded_by_their_input() {
+    let runtime = sluice::runtime::Runtime::new(None).unwrap();
+    let hostile = std::path::Path::new(env!("SLUICE_PLUGIN_HOSTILE"));
+    let plugin = runtime.load_file(hostile, Default::default()).unwrap();
+    let batch = |lines: &[String]| {
+        let records = sluice::plugin_test::fixture_records("entropy", lines.join("\n").as_bytes());
+        sluice::plugin_test::layer_input(&runtime, sluice::runtime::Layer::Silver, &records)
+            .unwrap()
+    };
+    let input = batch(&[event(0, "HOSTILE_ENTROPY"), event(1, "")]);
+    let first = plugin.transform(&input).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let second = plugin.transform(&input).unwrap();
+    assert!(
+        observed(&first).starts_with("wall=0 "),
+        "the wall clock is stopped at the epoch: {}",
+        observed(&first)
+    );
+    assert_eq!(first, second, "the same batch gives identical output");
+    let other = plugin
+        .transform(&batch(&[event(2, "HOSTILE_ENTROPY")]))
+        .unwrap();
+    let random = |s: String| s.split("random=").nth(1).unwrap().to_string();
+    assert_ne!(
+        random(observed(&first)),
+        random(observed(&other)),
+        "randomness is seeded per input, not one constant"
     );
 }

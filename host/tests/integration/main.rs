@@ -2,6 +2,7 @@
 //! and a real child process, in one test binary to keep link time down.
 
 mod azurite;
+mod bad_input;
 mod checkpoint_store;
 mod cli;
 mod collector;

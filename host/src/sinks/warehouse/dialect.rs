@@ -76,11 +76,13 @@ impl Dialect {
                  CREATE TEMP TABLE {stage} AS SELECT {cols} FROM {target} WITH NO DATA"
             ),
             // Synapse temp tables come from CTAS; round-robin heap loads fastest.
+            // OBJECT_ID takes the bracket-quoted name inside a string
+            // literal: both quotings apply, `]` doubled, then `'` doubled.
             Dialect::Synapse => format!(
-                "IF OBJECT_ID('tempdb..{bare}') IS NOT NULL DROP TABLE {stage}; \
+                "IF OBJECT_ID({name}) IS NOT NULL DROP TABLE {stage}; \
                  CREATE TABLE {stage} WITH (DISTRIBUTION = ROUND_ROBIN, HEAP) \
                  AS SELECT {cols} FROM {target} WHERE 1 = 0",
-                bare = stage.trim_start_matches('[').trim_end_matches(']'),
+                name = self.text(&format!("tempdb..{stage}")),
             ),
         }
     }
@@ -389,9 +391,28 @@ mod tests {
         let sql = Dialect::Synapse.create_staging("fact_sessions", "rows", &cols(&["session_id"]));
         assert_eq!(
             sql,
-            "IF OBJECT_ID('tempdb..#stage_rows_fact_sessions') IS NOT NULL DROP TABLE [#stage_rows_fact_sessions]; \
+            "IF OBJECT_ID(N'tempdb..[#stage_rows_fact_sessions]') IS NOT NULL DROP TABLE [#stage_rows_fact_sessions]; \
              CREATE TABLE [#stage_rows_fact_sessions] WITH (DISTRIBUTION = ROUND_ROBIN, HEAP) \
              AS SELECT [session_id] FROM [sluice].[fact_sessions] WHERE 1 = 0"
+        );
+    }
+
+    #[test]
+    fn tsql_quotes_hostile_names_in_identifiers_and_strings() {
+        let sql = Dialect::Synapse.create_staging("o'x]y", "rows", &cols(&["a]'b"]));
+        assert_eq!(
+            sql,
+            "IF OBJECT_ID(N'tempdb..[#stage_rows_o''x]]y]') IS NOT NULL DROP TABLE [#stage_rows_o'x]]y]; \
+             CREATE TABLE [#stage_rows_o'x]]y] WITH (DISTRIBUTION = ROUND_ROBIN, HEAP) \
+             AS SELECT [a]]'b] FROM [sluice].[o'x]]y] WHERE 1 = 0"
+        );
+        assert!(Dialect::Synapse.update_state("o'x", 1, "i'd").ends_with(
+            "table_id = N'i''d', loaded_at = SYSUTCDATETIME() WHERE table_name = N'o''x';"
+        ));
+        assert!(
+            Dialect::Synapse
+                .merge("o'x", &cols(&["k]", "v"]), &cols(&["k]"]))
+                .starts_with("MERGE INTO [sluice].[o'x] AS t USING [#stage_rows_o'x] AS s ON t.[k]]] = s.[k]]]")
         );
     }
 

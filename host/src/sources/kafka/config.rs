@@ -169,7 +169,11 @@ impl KafkaConfig {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // A lake position whose offset retention deleted resumes at the
+            // oldest offset left, never at the newest: what is gone is
+            // reported (`super::report_gaps`), what is left is read.
+            .set("auto.offset.reset", "earliest");
         Ok(config.create()?)
     }
 }

@@ -73,6 +73,60 @@ pub fn lag(committed: Option<i64>, low: i64, high: i64) -> i64 {
     (high - committed.map_or(low, |c| (c + 1).max(low))).max(0)
 }
 
+/// Events deleted (by retention) between the lake's position `committed`
+/// and the partition's low watermark: they were never read and never will
+/// be. None without a position: a new consumer starting at the oldest
+/// offset left has skipped nothing it was ever responsible for.
+pub fn gap(committed: Option<i64>, low: i64) -> i64 {
+    committed.map_or(0, |c| low.saturating_sub(c.saturating_add(1)).max(0))
+}
+
+/// Before `ids` are assigned at the lake's positions: logs an error with the
+/// gap and counts it in `sluice_source_gap_events` for each partition whose
+/// next offset retention has deleted. The consumer then resumes at the low
+/// watermark (`auto.offset.reset=earliest`): the deleted events are lost
+/// either way, and stopping would only stall the ones still there.
+async fn report_gaps(
+    consumer: &Arc<StreamConsumer>,
+    topic: &str,
+    ids: &[i32],
+    positions: &Positions,
+) {
+    let (c, t, wanted) = (consumer.clone(), topic.to_string(), ids.to_vec());
+    let lows = tokio::task::spawn_blocking(move || {
+        wanted
+            .into_iter()
+            .map(|p| (p, c.fetch_watermarks(&t, p, Duration::from_secs(5))))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (partition, marks) in lows {
+        let name = partition_name(topic, partition);
+        let committed = positions.get(&(SOURCE.to_string(), name.clone())).copied();
+        let low = match marks {
+            Ok((low, _)) => low,
+            Err(e) => {
+                tracing::warn!(topic, partition, "cannot check for a retention gap: {e}");
+                continue;
+            }
+        };
+        let missing = gap(committed, low);
+        if missing > 0 {
+            tracing::error!(
+                topic,
+                partition,
+                committed,
+                low_watermark = low,
+                gap = missing,
+                "events after the lake's position were deleted by retention before they were \
+                 read; resuming at the oldest offset left"
+            );
+            crate::metrics::record_source_gap(SOURCE, &name, missing);
+        }
+    }
+}
+
 /// The partition name stored in bronze for a topic partition.
 pub fn partition_name(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
@@ -169,6 +223,7 @@ pub async fn run(
             Some(tokio::spawn(rebalance_loop(sharing, ctx, stop.clone())))
         }
         None => {
+            report_gaps(&consumer, &topic, &ids, &positions).await;
             consumer.assign(&assignment(&topic, &ids, &positions)?)?;
             tracing::info!(topic, partitions = ids.len(), "kafka source assigned");
             None
@@ -449,5 +504,16 @@ mod tests {
         let offsets = list.to_topic_map();
         assert_eq!(offsets[&("t".to_string(), 0)], Offset::Beginning);
         assert_eq!(offsets[&("t".to_string(), 1)], Offset::Offset(42));
+    }
+
+    #[test]
+    fn the_gap_is_what_retention_deleted_after_the_lake_position() {
+        assert_eq!(gap(Some(41), 42), 0, "the next offset is the oldest left");
+        assert_eq!(gap(Some(41), 0), 0, "nothing deleted");
+        assert_eq!(gap(Some(41), 100), 58, "offsets 42..=99 are gone");
+        assert_eq!(gap(None, 100), 0, "no position: nothing was skipped");
+        assert_eq!(gap(Some(-1), 10), 10);
+        assert_eq!(gap(Some(i64::MAX), i64::MIN), 0, "no overflow");
+        assert_eq!(gap(Some(i64::MIN), i64::MAX), i64::MAX, "saturates");
     }
 }

@@ -108,6 +108,7 @@ impl Sharing {
         // look tries again instead of holding partitions nobody reads.
         let claimed: Vec<i32> = new_claims.keys().copied().collect();
         let positions = crate::pipeline::shared::lake_positions(&self.lake).await?;
+        super::report_gaps(&ctx.consumer, &ctx.topic, &claimed, &positions).await;
         ctx.consumer
             .incremental_assign(&assignment(&ctx.topic, &claimed, &positions)?)?;
         self.claims.extend(new_claims);

@@ -2,12 +2,15 @@
 //! a raw record in the batch contains a trigger word:
 //! `HOSTILE_LOOP` spins forever, `HOSTILE_ALLOC` allocates without bound,
 //! `HOSTILE_PANIC` panics, `HOSTILE_SCHEMA` emits rows that do not match the
-//! declared schema. The host must survive all of them.
+//! declared schema. The host must survive all of them. `HOSTILE_ENTROPY`
+//! writes what it reads from the clocks and from randomness (through hash
+//! map seeding) into every silver row's `extra`, so a test can see whether
+//! the host keeps plugins pure.
 
 use std::sync::Arc;
 
 use sluice_plugin_sdk::arrow_array::cast::AsArray;
-use sluice_plugin_sdk::arrow_array::{Int64Array, RecordBatch};
+use sluice_plugin_sdk::arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use sluice_plugin_sdk::arrow_schema::{DataType, Field, Schema};
 use sluice_plugin_sdk::{Plugin, PluginInfo, TableRows, TransformError};
 use sluice_plugin_silver::Silver;
@@ -58,8 +61,38 @@ impl Plugin for Hostile {
                 .map_err(|e| TransformError::Internal(e.to_string()))?;
             return Ok(vec![("silver_events".to_string(), rows)]);
         }
-        Silver::transform(input)
+        let outputs = Silver::transform(input)?;
+        if batch_contains(input, "HOSTILE_ENTROPY") {
+            return outputs.into_iter().map(with_entropy).collect();
+        }
+        Ok(outputs)
     }
+}
+
+/// What a plugin can observe besides its input: wall clock, monotonic
+/// clock, and the random keys std seeds each `RandomState` with.
+fn entropy() -> String {
+    use std::hash::BuildHasher;
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let monotonic = std::time::Instant::now();
+    let random = std::collections::hash_map::RandomState::new().hash_one("sluice");
+    format!("wall={wall} monotonic={monotonic:?} random={random}")
+}
+
+/// `silver_events` rows with `extra` replaced by [`entropy`].
+fn with_entropy((table, rows): TableRows) -> Result<TableRows, TransformError> {
+    let Ok(i) = rows.schema().index_of("extra") else {
+        return Ok((table, rows));
+    };
+    let mut columns = rows.columns().to_vec();
+    let observed = entropy();
+    columns[i] = Arc::new(StringArray::from(vec![observed.as_str(); rows.num_rows()])) as ArrayRef;
+    let rows = RecordBatch::try_new(rows.schema(), columns)
+        .map_err(|e| TransformError::Internal(e.to_string()))?;
+    Ok((table, rows))
 }
 
 #[cfg(target_arch = "wasm32")]
