@@ -66,7 +66,7 @@ async fn open_managed(config: &Config, lifecycle: &mut Lifecycle) -> anyhow::Res
 /// Opens the lake and pipeline for `config` with the given plugins.
 pub async fn open_pipeline_with(config: &Config, plugins: Plugins) -> anyhow::Result<Pipeline> {
     let lake = open_lake(config).await?;
-    Pipeline::open(&lake, plugins, lateness_micros(config)).await
+    Pipeline::open(&lake, plugins, time_bounds(config)).await
 }
 
 /// Opens the configured lake (a directory or an Azure URL).
@@ -107,7 +107,7 @@ async fn open_shared(
     pipeline.share(SharedLake {
         lake: lake.clone(),
         root: config.lake.clone(),
-        lateness_micros: lateness_micros(config),
+        bounds: time_bounds(config),
     });
     tracing::info!(
         instance = cluster.id(),
@@ -136,10 +136,11 @@ fn refuse_shared_remote_lake(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn lateness_micros(config: &Config) -> i64 {
-    i64::try_from(config.lateness.allowed_secs)
-        .unwrap_or(i64::MAX / 1_000_000)
-        .saturating_mul(1_000_000)
+fn time_bounds(config: &Config) -> crate::layers::silver::TimeBounds {
+    crate::layers::silver::TimeBounds {
+        lateness_micros: config.lateness.allowed_micros(),
+        max_future_micros: config.lateness.max_future_micros(),
+    }
 }
 
 /// Where a started service listens.

@@ -78,6 +78,14 @@ struct Seen {
     stream: u32,
 }
 
+/// How far an event's time may trail its stream's newest event (lateness)
+/// and run ahead of its own arrival (future), in microseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeBounds {
+    pub lateness_micros: i64,
+    pub max_future_micros: i64,
+}
+
 /// Event ids seen within the lateness window, and the newest event time of
 /// each stream.
 #[derive(Debug, Default)]

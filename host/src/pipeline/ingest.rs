@@ -73,6 +73,10 @@ impl IngestTier {
                         rows.num_rows(),
                     )));
                 }
+                // Positions and raw bytes are the host's: a plugin that
+                // moved an offset could make a source skip or repeat.
+                bronze::check_host_columns(&input, &rows)
+                    .map_err(PluginFailure::BadOutput)?;
                 Ok(rows)
             })
             .await;

@@ -44,7 +44,7 @@ use crate::lake::{Lake, LakeTable};
 use crate::layers::bronze::{self, RawColumns};
 use crate::layers::gold::GoldTables;
 use crate::layers::quarantine::{self, QuarantineRows};
-use crate::layers::silver::{self, DedupState};
+use crate::layers::silver::{self, DedupState, TimeBounds};
 use crate::runtime::Layer;
 use crate::sources::{Positions, RawRecord};
 pub use ingest::{Committed, IngestTier};
@@ -104,7 +104,7 @@ pub struct Totals {
 /// them, and (until the runner moves it to its own task) the ingest tier.
 pub struct Pipeline {
     lake: Lake,
-    lateness_micros: i64,
+    bounds: TimeBounds,
     slots: Slots,
     /// Hash of the gold plugin `gold` was opened for.
     gold_opened_for: String,
@@ -147,7 +147,7 @@ impl Pipeline {
     pub async fn open(
         lake: &Lake,
         plugins: Plugins,
-        lateness_micros: i64,
+        bounds: TimeBounds,
     ) -> anyhow::Result<Pipeline> {
         let bronze_decl = plugins
             .bronze
@@ -203,7 +203,7 @@ impl Pipeline {
         );
         let mut pipeline = Pipeline {
             lake: lake.clone(),
-            lateness_micros,
+            bounds,
             gold_opened_for: plugins.gold.hash().to_string(),
             slots,
             bronze,
@@ -211,14 +211,14 @@ impl Pipeline {
             quarantine,
             batches,
             gold,
-            dedup: DedupState::new(lateness_micros, silver::DEFAULT_MAX_FUTURE_MICROS),
+            dedup: DedupState::new(bounds.lateness_micros, bounds.max_future_micros),
             next_batch: 1,
             positions: Positions::new(),
             totals: Totals::default(),
             ingest: Some(ingest),
             shared: None,
         };
-        recovery::recover(&mut pipeline, lateness_micros).await?;
+        recovery::recover(&mut pipeline, bounds).await?;
         Ok(pipeline)
     }
 
@@ -371,7 +371,7 @@ impl Pipeline {
             {
                 SilverStage::Split => return Ok(None),
                 SilverStage::Failed => None,
-                SilverStage::Done(outcome) => Some(outcome),
+                SilverStage::Done(outcome) => Some(*outcome),
             }
         } else {
             None
@@ -429,7 +429,7 @@ impl Pipeline {
                 .await?;
             failpoint("silver-committed", first, batch);
         }
-        Ok(SilverStage::Done((stored, input_rows, gold_job)))
+        Ok(SilverStage::Done(Box::new((stored, input_rows, gold_job))))
     }
 
     /// Runs the silver plugin and the host's dedup on the bronze rows of a
@@ -578,7 +578,7 @@ enum SilverRows {
 
 /// What the silver stage committed.
 enum SilverStage {
-    Done(SilverOutcome),
+    Done(Box<SilverOutcome>),
     Failed,
     Split,
 }

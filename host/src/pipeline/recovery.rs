@@ -9,11 +9,11 @@ use deltalake::datafusion::prelude::SessionContext;
 
 use super::{Pipeline, STAGE_BRONZE, STAGE_DONE, STAGE_GOLD, STAGE_SILVER};
 use crate::lake;
-use crate::layers::silver::DedupState;
+use crate::layers::silver::{DedupState, TimeBounds};
 use crate::layers::{bronze, quarantine, silver};
 use crate::sources::Positions;
 
-pub(super) async fn recover(pipeline: &mut Pipeline, lateness_micros: i64) -> anyhow::Result<()> {
+pub(super) async fn recover(pipeline: &mut Pipeline, bounds: TimeBounds) -> anyhow::Result<()> {
     let last_done = pipeline.batches.committed(STAGE_DONE).await?.unwrap_or(0);
     let last_bronze = [
         pipeline.bronze.committed(STAGE_BRONZE).await?,
@@ -27,7 +27,7 @@ pub(super) async fn recover(pipeline: &mut Pipeline, lateness_micros: i64) -> an
     lake::register(&ctx, bronze::TABLE, pipeline.bronze.delta()).await?;
     lake::register(&ctx, silver::TABLE, pipeline.silver.delta()).await?;
     lake::register(&ctx, quarantine::TABLE, pipeline.quarantine.delta()).await?;
-    pipeline.dedup = restore_dedup(&ctx, last_done, lateness_micros).await?;
+    pipeline.dedup = restore_dedup(&ctx, last_done, bounds).await?;
     pipeline.positions = read_positions(&ctx).await?;
     pipeline.next_batch = last_done + 1;
     pipeline
@@ -99,7 +99,7 @@ pub(super) async fn query(
 pub(super) async fn restore_dedup(
     ctx: &SessionContext,
     last_done: i64,
-    lateness: i64,
+    bounds: TimeBounds,
 ) -> anyhow::Result<DedupState> {
     let newest = query(
         ctx,
@@ -114,12 +114,12 @@ pub(super) async fn restore_dedup(
     for b in &newest {
         let newest = int64s(b, 2);
         for i in (0..b.num_rows()).filter(|&i| newest.is_valid(i)) {
-            let start = newest.value(i) - lateness;
+            let start = newest.value(i).saturating_sub(bounds.lateness_micros);
             oldest_window = Some(oldest_window.map_or(start, |o| o.min(start)));
         }
     }
     let Some(oldest_window) = oldest_window else {
-        return Ok(DedupState::new(lateness, silver::DEFAULT_MAX_FUTURE_MICROS));
+        return Ok(DedupState::new(bounds.lateness_micros, bounds.max_future_micros));
     };
     let rows = query(
         ctx,
@@ -142,8 +142,8 @@ pub(super) async fn restore_dedup(
     // Each stream's newest event is among these rows, so its watermark is
     // restored too.
     Ok(DedupState::restore(
-        lateness,
-        silver::DEFAULT_MAX_FUTURE_MICROS,
+        bounds.lateness_micros,
+        bounds.max_future_micros,
         accepted,
     ))
 }

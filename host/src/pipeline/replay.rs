@@ -117,7 +117,7 @@ impl Pipeline {
         from: i64,
         last: i64,
     ) -> anyhow::Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
-        let before = restore_dedup(ctx, from - 1, self.lateness_micros).await?;
+        let before = restore_dedup(ctx, from - 1, self.bounds).await?;
         let live_dedup = std::mem::replace(&mut self.dedup, before);
         // Shadows and probation are about live steps, not this rewrite.
         let aside = self.slots.set_aside();
@@ -251,7 +251,7 @@ impl Pipeline {
     async fn reload_state(&mut self, last: i64) -> anyhow::Result<()> {
         let ctx = SessionContext::new();
         lake::register(&ctx, silver::TABLE, self.silver.delta()).await?;
-        self.dedup = restore_dedup(&ctx, last, self.lateness_micros).await?;
+        self.dedup = restore_dedup(&ctx, last, self.bounds).await?;
         let gold = self.slots.active(Layer::Gold);
         self.gold = GoldTables::open(&self.lake, gold.meta()).await?;
         Ok(())
@@ -288,7 +288,7 @@ fn single_i64(rows: &[RecordBatch]) -> Option<i64> {
         b.column(0)
             .as_any()
             .downcast_ref::<Int64Array>()
-            .filter(|a| a.len() > 0 && a.is_valid(0))
+            .filter(|a| !a.is_empty() && a.is_valid(0))
             .map(|a| a.value(0))
     })
 }

@@ -18,7 +18,7 @@ use crate::sources::Positions;
 pub struct SharedLake {
     pub lake: Lake,
     pub root: PathBuf,
-    pub lateness_micros: i64,
+    pub bounds: crate::layers::silver::TimeBounds,
 }
 
 /// The highest batch id any instance has started committing to the lake.
@@ -52,7 +52,7 @@ pub(super) async fn take_writer(pipeline: &mut Pipeline) -> anyhow::Result<Optio
         let mut fresh = Pipeline::open(
             &shared.lake,
             pipeline.slots.plugins(),
-            shared.lateness_micros,
+            shared.bounds,
         )
         .await?;
         fresh.totals = std::mem::take(&mut pipeline.totals);
