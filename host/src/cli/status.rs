@@ -1,6 +1,6 @@
 //! `sluice status`: per source partition, the position committed in the lake
 //! and, for Kafka and Event Hubs, the newest position the broker or hub holds
-//! and the lag between them.
+//! and the lag between them; and how far each tier of the pipeline is.
 
 use std::process::ExitCode;
 
@@ -10,6 +10,15 @@ use sluice::sources::{eventhubs, kafka};
 
 pub async fn run(config: &Config, lake: &sluice::lake::Lake) -> anyhow::Result<ExitCode> {
     let positions = lake_positions(lake).await?;
+    let tiers = sluice::pipeline::tier_positions(lake).await?;
+    println!("{:<11}  {:>12}  {:>10}", "tier", "last batch", "lag");
+    println!("{:<11}  {:>12}  {:>10}", "bronze", tiers.bronze, "-");
+    println!(
+        "{:<11}  {:>12}  {:>10}",
+        "silver/gold",
+        tiers.refined,
+        tiers.lag()
+    );
     if config.kafka.enabled() {
         let k = config.kafka.clone();
         let marks = tokio::task::spawn_blocking(move || kafka::watermarks(&k)).await??;

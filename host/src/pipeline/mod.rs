@@ -48,6 +48,7 @@ use crate::layers::silver::{self, DedupState, TimeBounds};
 use crate::runtime::Layer;
 use crate::sources::{Positions, RawRecord};
 pub use ingest::{Committed, IngestTier};
+pub use recovery::{TierPositions, tier_positions};
 use job::LayerJob;
 pub use plugins::Plugins;
 pub use replay::ReplayReport;

@@ -88,6 +88,41 @@ fn unfinished_steps(last_done: i64, interrupted_end: i64, last_bronze: i64) -> V
     steps
 }
 
+/// Each tier's position as the lake holds it: the last bronze batch the
+/// ingest tier committed, and the last one the refine tier (silver and
+/// gold) finished.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TierPositions {
+    pub bronze: i64,
+    pub refined: i64,
+}
+
+impl TierPositions {
+    /// Bronze batches committed but not yet in silver and gold.
+    pub fn lag(&self) -> i64 {
+        (self.bronze - self.refined).max(0)
+    }
+}
+
+/// Reads [`TierPositions`] from the tables' app transactions.
+pub async fn tier_positions(lake: &lake::Lake) -> anyhow::Result<TierPositions> {
+    let version = |table: Option<deltalake::DeltaTable>, stage: &'static str| async move {
+        let Some(t) = table else { return Ok::<_, anyhow::Error>(0) };
+        let v = t
+            .snapshot()?
+            .transaction_version(t.log_store().as_ref(), stage)
+            .await?;
+        Ok(v.unwrap_or(0))
+    };
+    let bronze = version(lake.open(bronze::TABLE).await?, STAGE_BRONZE).await?;
+    let failed = version(lake.open(quarantine::TABLE).await?, STAGE_BRONZE).await?;
+    let refined = version(lake.open(super::BATCHES_TABLE).await?, STAGE_DONE).await?;
+    Ok(TierPositions {
+        bronze: bronze.max(failed).max(refined),
+        refined,
+    })
+}
+
 pub(super) async fn query(
     ctx: &SessionContext,
     sql: &str,

@@ -364,10 +364,16 @@ pub async fn through_the_broker_to_gold(broker: &str) {
         .lines()
         .filter(|l| {
             let cells: Vec<&str> = l.split_whitespace().collect();
-            cells.len() == 4 && cells.iter().all(|c| c.parse::<i64>().is_ok())
+            // partition, committed, high watermark, lag, gap
+            cells.len() == 5 && cells.iter().all(|c| c.parse::<i64>().is_ok())
         })
         .count();
     assert_eq!(rows, 4, "one line per partition: {report}");
+    let refine_lag = report
+        .lines()
+        .find(|l| l.starts_with("silver/gold"))
+        .and_then(|l| l.split_whitespace().last());
+    assert_eq!(refine_lag, Some("0"), "silver and gold caught up: {report}");
 }
 
 /// The lag gauge of each of the topic's four partitions, once everything is
