@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use sluice::admin::DeployRequest;
 use sluice::admin::client::AdminClient;
-use sluice::config::Config;
+use sluice::config::{Config, Uses};
 use sluice::lifecycle::{Change, Fixtures, Status};
 use sluice::pipeline::shadow::ShadowReport;
 use sluice::plugin_test;
@@ -106,6 +106,18 @@ pub enum PluginCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+}
+
+/// The config sections a plugin command reads: running a component
+/// locally needs the plugin limits; the others need none.
+pub fn uses(command: &PluginCommand) -> Uses {
+    match command {
+        PluginCommand::Info { .. } | PluginCommand::Test { .. } => Uses {
+            plugins: true,
+            ..Uses::NOTHING
+        },
+        _ => Uses::NOTHING,
+    }
 }
 
 pub async fn run(config: Config, command: &PluginCommand) -> anyhow::Result<ExitCode> {
