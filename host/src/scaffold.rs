@@ -223,7 +223,10 @@ pub fn create(name: &str, template: Template, parent: &Path) -> anyhow::Result<P
         .context("parsing the workspace Cargo.toml this binary carries")?;
     for vendored in [&SDK, base] {
         let at = dir.join("vendor").join(vendored.package);
-        write(&at.join("Cargo.toml"), &vendored_manifest(vendored, &workspace)?)?;
+        write(
+            &at.join("Cargo.toml"),
+            &vendored_manifest(vendored, &workspace)?,
+        )?;
         for (file, text) in vendored.sources {
             write(&at.join("src").join(file), text)?;
         }
@@ -274,7 +277,10 @@ pub fn vendored_manifest(vendored: &Vendored, workspace: &toml::Table) -> anyhow
     }
     if let Some(targets) = manifest.get_mut("target").and_then(|t| t.as_table_mut()) {
         for (_, target) in targets.iter_mut() {
-            if let Some(deps) = target.get_mut("dependencies").and_then(|t| t.as_table_mut()) {
+            if let Some(deps) = target
+                .get_mut("dependencies")
+                .and_then(|t| t.as_table_mut())
+            {
                 resolve_dependencies(deps, ws_deps).with_context(what)?;
             }
         }
@@ -363,8 +369,11 @@ mod tests {
                 .inspect(|e| assert!(e.file_type().unwrap().is_file(), "{:?}", e.path()))
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .collect();
-            let mut carried: Vec<String> =
-                vendored.sources.iter().map(|(f, _)| f.to_string()).collect();
+            let mut carried: Vec<String> = vendored
+                .sources
+                .iter()
+                .map(|(f, _)| f.to_string())
+                .collect();
             on_disk.sort();
             carried.sort();
             assert_eq!(carried, on_disk, "plugins/{}/src", vendored.dir);
@@ -389,10 +398,16 @@ mod tests {
         let silver = vendored_manifest(&SILVER, &workspace).unwrap();
         let silver: toml::Table = silver.parse().unwrap();
         let deps = &silver["dependencies"];
-        assert_eq!(deps["sluice-plugin-sdk"]["path"].as_str(), Some("../sluice-plugin-sdk"));
+        assert_eq!(
+            deps["sluice-plugin-sdk"]["path"].as_str(),
+            Some("../sluice-plugin-sdk")
+        );
         // Features of the member are added to the workspace's.
         let json = deps["serde_json"].as_table().unwrap();
-        assert_eq!(json["features"].as_array().unwrap()[0].as_str(), Some("raw_value"));
+        assert_eq!(
+            json["features"].as_array().unwrap()[0].as_str(),
+            Some("raw_value")
+        );
         let arrow = &deps["arrow-array"];
         assert_eq!(arrow["default-features"].as_bool(), Some(false));
         let native = &silver["target"]["cfg(not(target_arch = \"wasm32\"))"]["dependencies"];
@@ -427,12 +442,30 @@ mod tests {
                 manifest["dependencies"][base]["path"].as_str(),
                 Some(format!("vendor/{base}").as_str())
             );
-            assert!(created.join("vendor").join(base).join("src/lib.rs").is_file());
-            assert!(created.join("vendor/sluice-plugin-sdk/Cargo.toml").is_file());
+            assert!(
+                created
+                    .join("vendor")
+                    .join(base)
+                    .join("src/lib.rs")
+                    .is_file()
+            );
+            assert!(
+                created
+                    .join("vendor/sluice-plugin-sdk/Cargo.toml")
+                    .is_file()
+            );
             // The SDK's `generate!` path, from its vendored directory.
             let sdk_lib = created.join("vendor/sluice-plugin-sdk/src/lib.rs");
-            assert!(std::fs::read_to_string(sdk_lib).unwrap().contains("\"../../wit\""));
-            assert!(created.join("vendor/sluice-plugin-sdk/../../wit/transform.wit").is_file());
+            assert!(
+                std::fs::read_to_string(sdk_lib)
+                    .unwrap()
+                    .contains("\"../../wit\"")
+            );
+            assert!(
+                created
+                    .join("vendor/sluice-plugin-sdk/../../wit/transform.wit")
+                    .is_file()
+            );
             for file in ["src/lib.rs", "README.md", "fixtures/expected.ndjson"] {
                 let text = std::fs::read_to_string(created.join(file)).unwrap();
                 assert!(!has_placeholder(&text), "{file}: {text}");

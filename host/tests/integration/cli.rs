@@ -141,7 +141,9 @@ fn commands_check_only_the_config_sections_they_use() {
     assert!(out.lines().any(|l| l.trim() == expected), "{out}");
     common::run_ok(&mut with_config(&["report"]));
     common::run_ok(&mut with_config(&["status"]));
-    common::run_ok(&mut with_config(&["plugin", "new", "acme-x", "--layer", "bronze"]));
+    common::run_ok(&mut with_config(&[
+        "plugin", "new", "acme-x", "--layer", "bronze",
+    ]));
     assert!(dir.path().join("acme-x/Cargo.toml").is_file());
 
     let out = with_config(&["run", "--listen", ""]).output().unwrap();
@@ -156,6 +158,9 @@ fn commands_check_only_the_config_sections_they_use() {
     std::fs::write(&config, format!("{toml}[kafka]\nbrokers = \"nowhere\"\n")).unwrap();
     let out = with_config(&["status"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("brokers"), "{stderr}");
+    assert!(
+        !out.status.success() && stderr.contains("brokers"),
+        "{stderr}"
+    );
     common::run_ok(&mut with_config(&["query", "select 1"]));
 }
