@@ -218,10 +218,71 @@ impl Default for CollectorConfig {
     }
 }
 
+/// The sections of the configuration a command reads; [`Config::validate_for`]
+/// checks only those. `run` uses them all; `query` only the lake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uses {
+    /// `lake` and `lake_options`.
+    pub lake: bool,
+    /// `batch` and `lateness`: the micro-batch loop.
+    pub pipeline: bool,
+    /// `plugins`: which components run, with what limits.
+    pub plugins: bool,
+    /// `collector`, `admin` (and its token), `metrics`: what `run` listens on.
+    pub listeners: bool,
+    /// The `replay` files.
+    pub replay: bool,
+    pub kafka: bool,
+    pub eventhubs: bool,
+    pub warehouse: bool,
+}
+
+impl Uses {
+    /// Everything: `sluice run`.
+    pub const ALL: Uses = Uses {
+        lake: true,
+        pipeline: true,
+        plugins: true,
+        listeners: true,
+        replay: true,
+        kafka: true,
+        eventhubs: true,
+        warehouse: true,
+    };
+    /// Nothing: commands that talk to a running host or write files.
+    pub const NOTHING: Uses = Uses {
+        lake: false,
+        pipeline: false,
+        plugins: false,
+        listeners: false,
+        replay: false,
+        kafka: false,
+        eventhubs: false,
+        warehouse: false,
+    };
+    /// Reading the lake only: `query`, `report`.
+    pub const LAKE: Uses = Uses {
+        lake: true,
+        ..Uses::NOTHING
+    };
+}
+
 impl Config {
     /// Reads `path` if given (else defaults), applies `SLUICE_*` overrides
     /// from `env`, and validates.
     pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let config = Self::read(path, env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads `path` if given (else defaults) and applies `SLUICE_*`
+    /// overrides from `env`, refusing only what does not parse; the caller
+    /// checks the sections it uses with [`Config::validate_for`].
+    pub fn read(
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
@@ -232,7 +293,6 @@ impl Config {
         for (key, value) in env {
             config.apply_env(&key, &value)?;
         }
-        config.validate()?;
         Ok(config)
     }
 
@@ -311,14 +371,53 @@ impl Config {
         Ok(())
     }
 
-    /// Refuses values the service cannot run with, naming the field.
+    /// Refuses values the service cannot run with, naming the field: every
+    /// section, as `sluice run` needs them all.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_for(Uses::ALL)
+    }
+
+    /// Checks only the sections a command reads, so a read-only command is
+    /// not refused over one it never touches (`sluice query` on a config
+    /// whose `[admin] listen` needs a token only `run` uses).
+    pub fn validate_for(&self, uses: Uses) -> Result<(), ConfigError> {
+        if uses.lake {
+            self.validate_lake()?;
+        }
+        if uses.warehouse {
+            self.warehouse.validate()?;
+        }
+        if uses.pipeline {
+            self.validate_pipeline()?;
+        }
+        if uses.plugins {
+            self.validate_plugins()?;
+        }
+        if uses.listeners {
+            self.validate_listeners()?;
+        }
+        if uses.replay {
+            self.validate_replay()?;
+        }
+        if uses.kafka {
+            self.kafka.validate()?;
+        }
+        if uses.eventhubs {
+            self.eventhubs.validate()?;
+        }
+        Ok(())
+    }
+
+    fn validate_lake(&self) -> Result<(), ConfigError> {
         if self.lake.as_os_str().is_empty() {
             return Err(invalid("lake", "must be a directory path or an Azure URL"));
         }
         crate::lake::location::parse(&self.lake, &self.lake_options)
             .map_err(|e| invalid("lake", e))?;
-        self.warehouse.validate()?;
+        Ok(())
+    }
+
+    fn validate_pipeline(&self) -> Result<(), ConfigError> {
         if self.batch.max_events == 0 {
             return Err(invalid("batch.max_events", "must be at least 1"));
         }
@@ -328,6 +427,10 @@ impl Config {
         if self.batch.max_bytes < 1 << 10 {
             return Err(invalid("batch.max_bytes", "must be at least 1024"));
         }
+        Ok(())
+    }
+
+    fn validate_plugins(&self) -> Result<(), ConfigError> {
         if !(16..=65_536).contains(&self.plugins.memory_mb) {
             return Err(invalid("plugins.memory_mb", "must be between 16 and 65536"));
         }
@@ -353,6 +456,10 @@ impl Config {
                 format!("{} is not a directory", dir.display()),
             ));
         }
+        Ok(())
+    }
+
+    fn validate_listeners(&self) -> Result<(), ConfigError> {
         for (field, value, example) in [
             ("collector.listen", &self.collector.listen, "127.0.0.1:8080"),
             ("metrics.listen", &self.metrics.listen, "127.0.0.1:9464"),
@@ -383,6 +490,10 @@ impl Config {
         if self.collector.max_body_bytes < 1024 {
             return Err(invalid("collector.max_body_bytes", "must be at least 1024"));
         }
+        Ok(())
+    }
+
+    fn validate_replay(&self) -> Result<(), ConfigError> {
         for (i, path) in self.replay.iter().enumerate() {
             if !path.exists() {
                 return Err(invalid(
@@ -391,8 +502,6 @@ impl Config {
                 ));
             }
         }
-        self.kafka.validate()?;
-        self.eventhubs.validate()?;
         Ok(())
     }
 
@@ -520,5 +629,30 @@ mod tests {
         let config = Config::load(None, vec![listen, good]).unwrap();
         assert_eq!(config.admin.token.as_deref(), Some(token));
         assert!(!format!("{config:?}").contains(token));
+    }
+
+    #[test]
+    fn a_command_is_checked_only_on_the_sections_it_uses() {
+        let env = vec![
+            (
+                "SLUICE_ADMIN__LISTEN".to_string(),
+                "127.0.0.1:7070".to_string(),
+            ),
+            ("SLUICE_KAFKA__BROKERS".to_string(), "nowhere".to_string()),
+        ];
+        let config = Config::read(None, env).unwrap();
+        config.validate_for(Uses::LAKE).unwrap();
+        config.validate_for(Uses::NOTHING).unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("admin.listen"), "{err}");
+        let kafka = Uses {
+            kafka: true,
+            ..Uses::LAKE
+        };
+        let err = config.validate_for(kafka).unwrap_err().to_string();
+        assert!(err.contains("brokers"), "{err}");
+        // A value that does not parse is refused whatever the command.
+        let bad = vec![("SLUICE_BATCH__MAX_EVENTS".to_string(), "x".to_string())];
+        assert!(Config::read(None, bad).is_err());
     }
 }

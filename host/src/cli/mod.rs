@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use sluice::config::Config;
+use sluice::config::{Config, Uses};
 use sluice::lake::Lake;
 
 #[derive(Parser)]
@@ -120,14 +120,16 @@ fn init_tracing() {
         .init();
 }
 
-/// Config from file and environment, with CLI overrides, validated.
-fn load_config(cli: &Cli, adjust: impl FnOnce(&mut Config)) -> anyhow::Result<Config> {
-    let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
+/// Config from file and environment, with CLI overrides, validated in the
+/// sections the command `uses` only: a section it never reads cannot stop
+/// it (the admin token, say, is `run`'s business, not `query`'s).
+fn load_config(cli: &Cli, uses: Uses, adjust: impl FnOnce(&mut Config)) -> anyhow::Result<Config> {
+    let mut config = Config::read(cli.config.as_deref(), std::env::vars())?;
     if let Some(lake) = &cli.lake {
         config.lake = lake.clone();
     }
     adjust(&mut config);
-    config.validate()?;
+    config.validate_for(uses)?;
     Ok(config)
 }
 
@@ -135,30 +137,51 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Run(args) => run(&cli, args).await,
         Command::Demo(args) => {
-            demo::run(load_config(&cli, |_| {})?, cli.lake.is_some(), args).await
+            // A pipeline run like `run`, on replay files of its own.
+            let uses = Uses {
+                replay: false,
+                ..Uses::ALL
+            };
+            demo::run(load_config(&cli, uses, |_| {})?, cli.lake.is_some(), args).await
         }
         Command::Simulate(args) => {
-            let config = load_config(&cli, |_| {})?;
+            // Sending to Kafka or Event Hubs checks that section itself.
+            let config = load_config(&cli, Uses::NOTHING, |_| {})?;
             simulate::run(args, &config.kafka, &config.eventhubs).await
         }
         Command::Query { sql } => {
-            let lake = open_lake(&load_config(&cli, |_| {})?).await?;
+            let lake = open_lake(&load_config(&cli, Uses::LAKE, |_| {})?).await?;
             let batches = sluice::query::sql(&lake, sql).await?;
             println!("{}", sluice::query::format(&batches)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Report => {
-            let lake = open_lake(&load_config(&cli, |_| {})?).await?;
+            let lake = open_lake(&load_config(&cli, Uses::LAKE, |_| {})?).await?;
             println!("{}", sluice::query::report(&lake).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => {
-            let config = load_config(&cli, |_| {})?;
+            let uses = Uses {
+                kafka: true,
+                eventhubs: true,
+                ..Uses::LAKE
+            };
+            let config = load_config(&cli, uses, |_| {})?;
             status::run(&config, &open_lake(&config).await?).await
         }
-        Command::Plugin(command) => plugin::run(load_config(&cli, |_| {})?, command).await,
+        Command::Plugin(command) => {
+            plugin::run(load_config(&cli, plugin::uses(command), |_| {})?, command).await
+        }
         Command::Replay(args) => replay(&cli, args).await,
-        Command::Warehouse(command) => warehouse::run(load_config(&cli, |_| {})?, command).await,
+        Command::Warehouse(command) => {
+            // The warehouse, and the active gold plugin for its tables.
+            let uses = Uses {
+                plugins: true,
+                warehouse: true,
+                ..Uses::LAKE
+            };
+            warehouse::run(load_config(&cli, uses, |_| {})?, command).await
+        }
     }
 }
 
@@ -172,7 +195,7 @@ async fn open_lake(config: &Config) -> anyhow::Result<Lake> {
 }
 
 async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let config = load_config(cli, |c| {
+    let config = load_config(cli, Uses::ALL, |c| {
         c.replay.extend(args.replay.iter().cloned());
         if let Some(listen) = &args.listen {
             c.collector.listen = listen.clone();
@@ -227,7 +250,13 @@ async fn replay(cli: &Cli, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         "give --since <time> or --from-batch <n>"
     );
     let report: sluice::pipeline::ReplayReport = if args.offline {
-        let config = load_config(cli, |_| {})?;
+        // The pipeline and its plugins, without listening or reading input.
+        let uses = Uses {
+            listeners: false,
+            replay: false,
+            ..Uses::ALL
+        };
+        let config = load_config(cli, uses, |_| {})?;
         let from = match (request.from_batch, &request.since) {
             (Some(b), _) => sluice::lifecycle::ReplayFrom::Batch(b),
             (None, Some(since)) => sluice::lifecycle::ReplayFrom::Time(

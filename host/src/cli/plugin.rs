@@ -8,11 +8,12 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use sluice::admin::DeployRequest;
 use sluice::admin::client::AdminClient;
-use sluice::config::Config;
+use sluice::config::{Config, Uses};
 use sluice::lifecycle::{Change, Fixtures, Status};
 use sluice::pipeline::shadow::ShadowReport;
 use sluice::plugin_test;
 use sluice::runtime::{Layer, Runtime, WriteMode};
+use sluice::scaffold::Template;
 
 /// Where the admin API is reached (`SLUICE_ADMIN_URL` or `--admin`).
 #[derive(clap::Args, Clone)]
@@ -47,19 +48,21 @@ pub enum PluginCommand {
         /// The plugin component (.wasm).
         wasm: PathBuf,
     },
-    /// Scaffold a plugin crate (sources, fixtures, README) in a new directory.
+    /// Scaffold a self-contained plugin crate (sources, the SDK and WIT it
+    /// builds with, fixtures, README) in a new directory.
     New {
         /// Crate name, e.g. `acme-silver-rules`.
         name: String,
+        /// What the plugin is for.
+        #[arg(long, required_unless_present = "layer", conflicts_with = "layer")]
+        template: Option<Template>,
+        /// The layer's default template: bronze, silver-rule (silver) or
+        /// gold-table (gold).
         #[arg(long)]
-        layer: Layer,
+        layer: Option<Layer>,
         /// Where to create it (default: the current directory).
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// A Sluice checkout (for the SDK, default plugins and WIT);
-        /// default: the one this binary was built from.
-        #[arg(long)]
-        repo: Option<PathBuf>,
     },
     /// Deploy a component to a layer of the running host (validated first;
     /// swapped in at the next batch boundary).
@@ -108,18 +111,41 @@ pub enum PluginCommand {
     },
 }
 
+/// The config sections a plugin command reads: running a component
+/// locally needs the plugin limits; the others need none.
+pub fn uses(command: &PluginCommand) -> Uses {
+    match command {
+        PluginCommand::Info { .. } | PluginCommand::Test { .. } => Uses {
+            plugins: true,
+            ..Uses::NOTHING
+        },
+        _ => Uses::NOTHING,
+    }
+}
+
 pub async fn run(config: Config, command: &PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
         PluginCommand::Info { .. } | PluginCommand::Test { .. } => local(config, command),
         PluginCommand::New {
             name,
+            template,
             layer,
             dir,
-            repo,
         } => {
-            let repo = repo.clone().unwrap_or_else(sluice::scaffold::source_repo);
-            let created = sluice::scaffold::create(name, *layer, dir, &repo)?;
-            println!("created {}", created.display());
+            let template = match (template, layer) {
+                (Some(template), _) => *template,
+                (None, Some(layer)) => Template::for_layer(*layer),
+                (None, None) => unreachable!("clap requires --template or --layer"),
+            };
+            let created = sluice::scaffold::create(name, template, dir)?;
+            println!(
+                "created {} ({} template, {} layer, contract sluice:transform@{}); \
+                 next: see its README.md",
+                created.display(),
+                template.name(),
+                template.layer(),
+                sluice::scaffold::contract_version()
+            );
             Ok(ExitCode::SUCCESS)
         }
         _ => remote(command).await,

@@ -1,5 +1,6 @@
 //! The `sluice` binary as an operator meets it: a bad config is refused at
-//! start naming the field; SIGTERM drains and commits; `query` reads the lake.
+//! start naming the field, but a command is checked only on the sections it
+//! uses; SIGTERM drains and commits; `query` reads the lake.
 
 use std::io::BufRead;
 use std::process::{Command, Stdio};
@@ -92,4 +93,74 @@ async fn sigterm_drains_commits_and_query_reads_the_result() {
             .arg(&lake),
     );
     assert!(stdout.lines().any(|l| l.trim() == "| 20 |"), "{stdout}");
+}
+
+/// With `[admin] listen` and no token, `run` is refused naming the field,
+/// while the read-only commands on the lake work: the token is `run`'s
+/// business. A section a command does use (Kafka for `status`) still counts.
+#[test]
+fn commands_check_only_the_config_sections_they_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let events = dir.path().join("events.ndjson");
+    let lines = common::simulated_lines(41, 200, 0.0);
+    common::write_lines(&events, &lines);
+    common::run_ok(
+        sluice()
+            .args(["run", "--listen", "", "--replay"])
+            .arg(&events)
+            .arg("--lake")
+            .arg(&lake)
+            .env("SLUICE_CACHE_DIR", dir.path().join("cache"))
+            .env_remove("SLUICE_ADMIN_TOKEN"),
+    );
+
+    let config = dir.path().join("sluice.toml");
+    let toml = format!(
+        "lake = {:?}\ncache_dir = {:?}\n[admin]\nlisten = \"127.0.0.1:7070\"\n",
+        lake.to_str().unwrap(),
+        dir.path().join("cache").to_str().unwrap()
+    );
+    std::fs::write(&config, &toml).unwrap();
+    let with_config = |args: &[&str]| {
+        let mut command = sluice();
+        command
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("SLUICE_ADMIN_TOKEN")
+            .env_remove("SLUICE_CONFIG")
+            .current_dir(dir.path());
+        command
+    };
+    let out = common::run_ok(&mut with_config(&[
+        "query",
+        "select count(*) as n from bronze_events",
+    ]));
+    let expected = format!("| {} |", lines.len());
+    assert!(out.lines().any(|l| l.trim() == expected), "{out}");
+    common::run_ok(&mut with_config(&["report"]));
+    common::run_ok(&mut with_config(&["status"]));
+    common::run_ok(&mut with_config(&[
+        "plugin", "new", "acme-x", "--layer", "bronze",
+    ]));
+    assert!(dir.path().join("acme-x/Cargo.toml").is_file());
+
+    let out = with_config(&["run", "--listen", ""]).output().unwrap();
+    assert!(!out.status.success(), "run started without the admin token");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("admin.listen") && stderr.contains("SLUICE_ADMIN_TOKEN"),
+        "{stderr}"
+    );
+
+    // `status` reads the Kafka section, so a broken one stops it (and not `query`).
+    std::fs::write(&config, format!("{toml}[kafka]\nbrokers = \"nowhere\"\n")).unwrap();
+    let out = with_config(&["status"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("brokers"),
+        "{stderr}"
+    );
+    common::run_ok(&mut with_config(&["query", "select 1"]));
 }
