@@ -75,8 +75,7 @@ impl IngestTier {
                 }
                 // Positions and raw bytes are the host's: a plugin that
                 // moved an offset could make a source skip or repeat.
-                bronze::check_host_columns(&input, &rows)
-                    .map_err(PluginFailure::BadOutput)?;
+                bronze::check_host_columns(&input, &rows).map_err(PluginFailure::BadOutput)?;
                 Ok(rows)
             })
             .await;

@@ -107,7 +107,9 @@ impl TierPositions {
 /// Reads [`TierPositions`] from the tables' app transactions.
 pub async fn tier_positions(lake: &lake::Lake) -> anyhow::Result<TierPositions> {
     let version = |table: Option<deltalake::DeltaTable>, stage: &'static str| async move {
-        let Some(t) = table else { return Ok::<_, anyhow::Error>(0) };
+        let Some(t) = table else {
+            return Ok::<_, anyhow::Error>(0);
+        };
         let v = t
             .snapshot()?
             .transaction_version(t.log_store().as_ref(), stage)
@@ -154,7 +156,10 @@ pub(super) async fn restore_dedup(
         }
     }
     let Some(oldest_window) = oldest_window else {
-        return Ok(DedupState::new(bounds.lateness_micros, bounds.max_future_micros));
+        return Ok(DedupState::new(
+            bounds.lateness_micros,
+            bounds.max_future_micros,
+        ));
     };
     let rows = query(
         ctx,

@@ -49,12 +49,8 @@ pub(super) async fn take_writer(pipeline: &mut Pipeline) -> anyhow::Result<Optio
     let guard = Cluster::writer(&shared.root).await?;
     if last_batch(&shared.lake).await? != pipeline.slots.next_bronze() - 1 {
         tracing::debug!("another instance committed: reloading state from the lake");
-        let mut fresh = Pipeline::open(
-            &shared.lake,
-            pipeline.slots.plugins(),
-            shared.bounds,
-        )
-        .await?;
+        let mut fresh =
+            Pipeline::open(&shared.lake, pipeline.slots.plugins(), shared.bounds).await?;
         fresh.totals = std::mem::take(&mut pipeline.totals);
         // Plugin lifecycle state belongs to this instance, not to the lake;
         // the ids of new bronze batches follow the lake.
