@@ -53,7 +53,7 @@ fn main() {
 fn ensure_wasm_target() {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let toolchain = std::env::var("RUSTUP_TOOLCHAIN").ok();
-    match wasm_target::ensure_wasm_target(&rustc, toolchain.as_deref()) {
+    match wasm_target::ensure_wasm_target(&rustc, "rustup", toolchain.as_deref()) {
         Ok(Some(done)) => println!("cargo:warning={done}"),
         Ok(None) => {}
         Err(why) => panic!("{why}"),

@@ -50,15 +50,20 @@ pub fn add_target_command(toolchain: Option<&str>) -> Vec<String> {
     args
 }
 
-/// Checks the target and, when it is missing, adds it through rustup.
-/// Returns what it did, or the one command to run by hand.
-pub fn ensure_wasm_target(rustc: &str, toolchain: Option<&str>) -> Result<Option<String>, String> {
+/// Checks the target and, when it is missing, adds it with `rustup` (the
+/// program of that name). Returns what it did, or the one command to run by
+/// hand.
+pub fn ensure_wasm_target(
+    rustc: &str,
+    rustup: &str,
+    toolchain: Option<&str>,
+) -> Result<Option<String>, String> {
     if target_installed(&target_libdir(rustc)?) {
         return Ok(None);
     }
     let command = add_target_command(toolchain);
     let shown = command.join(" ");
-    let status = Command::new(&command[0]).args(&command[1..]).status();
+    let status = Command::new(rustup).args(&command[1..]).status();
     let hint = format!(
         "the {WASM_TARGET} target is not installed for the toolchain in use and `{shown}` did not add it; run it by hand, then build again"
     );

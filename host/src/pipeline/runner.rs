@@ -138,6 +138,9 @@ async fn ingest_loop(
             acks,
             committed.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")),
         );
+        if let Ok(c) = &committed {
+            tracing::debug!(batch = c.batch, events = c.events, "bronze batch committed");
+        }
         if bronze_tx.send((committed?, held)).is_err() {
             break;
         }

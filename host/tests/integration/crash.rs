@@ -19,14 +19,15 @@ fn sluice_run(lake: &Path, file: &Path) -> Command {
         .arg(lake)
         .env("SLUICE_BATCH__MAX_EVENTS", BATCH)
         .env("SLUICE_CACHE_DIR", lake.parent().unwrap().join("cache"))
-        .env("SLUICE_LOG", "sluice=info")
+        .env("SLUICE_LOG", "sluice=debug")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     cmd
 }
 
-/// Starts the service and kills it with SIGKILL once it has committed
-/// `after_batches` batches plus a few milliseconds, mid-way through the next.
+/// Starts the service and kills it with SIGKILL once its ingest tier has
+/// committed `after_batches` bronze batches plus a few milliseconds, while
+/// the refine tier is somewhere behind.
 /// Returns false if the run finished before the kill point.
 fn run_and_kill(lake: &Path, file: &Path, after_batches: usize, extra_ms: u64) -> bool {
     let mut child = sluice_run(lake, file).spawn().unwrap();
@@ -37,7 +38,7 @@ fn run_and_kill(lake: &Path, file: &Path, after_batches: usize, extra_ms: u64) -
             .lines()
             .map_while(Result::ok)
         {
-            if line.contains("batch committed") && tx.send(()).is_err() {
+            if line.contains("bronze batch committed") && tx.send(()).is_err() {
                 break;
             }
         }

@@ -3,6 +3,7 @@
 
 mod azurite;
 mod bad_input;
+mod build_script;
 mod checkpoint_store;
 mod cli;
 mod collector;
