@@ -23,20 +23,7 @@ async fn collector_acknowledges_only_durable_events_and_refuses_bad_bodies() {
     let mut config = common::replay_config(&lake, Vec::new(), 10_000);
     config.collector.listen = "127.0.0.1:0".into();
     config.collector.max_body_bytes = 64 * 1024;
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    let service = tokio::spawn(async move {
-        sluice::service::run(
-            &config,
-            stop,
-            move |ready| {
-                let _ = addr_tx.send(ready.collector.unwrap());
-            },
-            |_| {},
-        )
-        .await
-    });
-    let url = format!("http://{}/v1/events", addr_rx.await.unwrap());
+    let (url, stop_tx, service) = start_collector(config).await;
     // No connection reuse: the server may close a connection after a 413.
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
