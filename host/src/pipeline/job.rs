@@ -10,22 +10,34 @@ use crate::runtime::{LoadedPlugin, PluginFailure};
 /// A plugin call running on a blocking thread (wasm execution is CPU-bound).
 /// Started as soon as its input exists, so it overlaps the commit of the
 /// layer before it; its outputs are only written after that commit.
-pub(super) struct PluginJob(
-    tokio::task::JoinHandle<Result<BTreeMap<String, RecordBatch>, PluginFailure>>,
-);
+pub(super) struct PluginJob {
+    task: tokio::task::JoinHandle<Result<BTreeMap<String, RecordBatch>, PluginFailure>>,
+    budget: std::time::Duration,
+}
 
 impl PluginJob {
     pub(super) fn start(plugin: &LoadedPlugin, input: RecordBatch) -> PluginJob {
+        let budget = plugin.limits().batch_timeout;
         let plugin = plugin.clone();
-        PluginJob(tokio::task::spawn_blocking(move || {
-            plugin.transform(&input)
-        }))
+        PluginJob {
+            task: tokio::task::spawn_blocking(move || plugin.transform(&input)),
+            budget,
+        }
     }
 
+    /// The plugin's outputs. Epoch interruption stops a plugin that computes
+    /// past its budget, but not one blocked inside a host call (a WASI
+    /// sleep): the pipeline stops waiting after the budget of both tries
+    /// and a grace second, and counts it a timeout; the thread is left to
+    /// end on its own.
     pub(super) async fn finish(self) -> Result<BTreeMap<String, RecordBatch>, PluginFailure> {
-        self.0
-            .await
-            .unwrap_or_else(|e| Err(PluginFailure::Trap(format!("plugin thread panicked: {e}"))))
+        let deadline = self.budget * 2 + std::time::Duration::from_secs(1);
+        match tokio::time::timeout(deadline, self.task).await {
+            Ok(joined) => joined.unwrap_or_else(|e| {
+                Err(PluginFailure::Trap(format!("plugin thread panicked: {e}")))
+            }),
+            Err(_) => Err(PluginFailure::Timeout(self.budget)),
+        }
     }
 }
 
