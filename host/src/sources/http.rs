@@ -116,15 +116,17 @@ fn error(status: StatusCode, reason: &str) -> Response {
 
 /// Splits a body into one payload per event. A JSON array gives its
 /// elements; anything else is read as NDJSON, one event per non-blank line.
-/// Refuses bodies with no event or where no line even starts like JSON.
+/// Lines are bytes: one that is not UTF-8 is passed on like any malformed
+/// event (it lands in quarantine with its raw bytes) instead of costing the
+/// whole body. Refuses bodies with no event or where no line even starts
+/// like JSON.
 pub fn split_body(body: &Bytes) -> Result<Vec<Bytes>, String> {
-    let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
-    let trimmed = text.trim_start();
-    if trimmed.is_empty() {
+    let first = body.iter().position(|b| !b.is_ascii_whitespace());
+    let Some(first) = first else {
         return Err("body holds no events".into());
-    }
-    if trimmed.starts_with('[')
-        && let Ok(items) = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text)
+    };
+    if body[first] == b'['
+        && let Ok(items) = serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(body)
     {
         if items.is_empty() {
             return Err("the JSON array holds no events".into());
@@ -134,10 +136,10 @@ pub fn split_body(body: &Bytes) -> Result<Vec<Bytes>, String> {
             .map(|raw| body.slice_ref(raw.get().as_bytes()))
             .collect());
     }
-    let lines: Vec<Bytes> = text
-        .split('\n')
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| body.slice_ref(line.trim_end_matches('\r').as_bytes()))
+    let lines: Vec<Bytes> = body
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .map(|line| body.slice_ref(line.strip_suffix(b"\r").unwrap_or(line)))
         .collect();
     let looks_like_json = |l: &Bytes| {
         matches!(
@@ -192,6 +194,14 @@ mod tests {
                 Bytes::from_static(b"{\"b\": [2]}")
             ]
         );
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_one_event_not_a_refused_body() {
+        let body = Bytes::from_static(b"{\"a\":1}\n{\"b\":\"\xff\xfe\"}\n{\"c\":3}\n");
+        let parts = split_body(&body).unwrap();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[1], Bytes::from_static(b"{\"b\":\"\xff\xfe\"}"));
     }
 
     #[test]

@@ -174,3 +174,37 @@ async fn acknowledgements_do_not_wait_for_silver_or_gold() {
         "one stream for the collector, offsets in request order"
     );
 }
+
+/// A line that is not UTF-8 costs only itself: the body is accepted, the
+/// line lands in quarantine with its exact bytes, its neighbours in silver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_that_is_not_utf8_is_quarantined_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let mut config = common::replay_config(&lake, Vec::new(), 10_000);
+    config.collector.listen = "127.0.0.1:0".into();
+    let (url, stop_tx, service) = start_collector(config).await;
+    let bad: &[u8] = b"{\"event_id\": \"\xff\xfe\"}";
+    let mut body = event(1).into_bytes();
+    body.push(b'\n');
+    body.extend_from_slice(bad);
+    body.push(b'\n');
+    body.extend_from_slice(event(2).as_bytes());
+    let response = reqwest::Client::new()
+        .post(&url)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    stop_tx.send(true).unwrap();
+    let totals = service.await.unwrap().unwrap();
+    assert_eq!((totals.events, totals.accepted), (3, 2));
+    let raw = common::rows(&lake, "SELECT encode(raw, 'hex') AS raw FROM quarantine").await;
+    let hex: String = bad.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        raw,
+        vec![json!({"raw": hex}).to_string()],
+        "the exact bytes are kept"
+    );
+}
