@@ -23,6 +23,7 @@ pub struct Config {
     /// Where precompiled plugins are cached (defaults under the lake's parent).
     pub cache_dir: Option<PathBuf>,
     pub batch: BatchConfig,
+    pub gold: GoldConfig,
     pub lateness: LatenessConfig,
     pub plugins: PluginsConfig,
     pub collector: CollectorConfig,
@@ -56,6 +57,25 @@ pub struct BatchConfig {
     /// others to share its commit. (`max_wait_ms` is the old name.)
     #[serde(alias = "max_wait_ms")]
     pub linger_ms: u64,
+}
+
+/// When the gold tier takes a step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GoldConfig {
+    /// How long committed silver rows may wait for gold to take them with
+    /// later ones (gold steps sooner once `batch.max_events` events wait):
+    /// bounds how stale gold gets; larger steps pay fewer MERGEs. 0 = a
+    /// gold step as soon as the previous one is done.
+    pub max_interval_ms: u64,
+}
+
+impl Default for GoldConfig {
+    fn default() -> Self {
+        GoldConfig {
+            max_interval_ms: 1000,
+        }
+    }
 }
 
 /// How late an event may arrive and still be counted.
@@ -162,6 +182,7 @@ impl Default for Config {
             lake_options: Default::default(),
             cache_dir: None,
             batch: BatchConfig::default(),
+            gold: GoldConfig::default(),
             lateness: LatenessConfig::default(),
             plugins: PluginsConfig::default(),
             collector: CollectorConfig::default(),
@@ -324,6 +345,7 @@ impl Config {
             "batch.max_events" => self.batch.max_events = parse(&field, value)?,
             "batch.linger_ms" | "batch.max_wait_ms" => self.batch.linger_ms = parse(&field, value)?,
             "batch.max_bytes" => self.batch.max_bytes = parse(&field, value)?,
+            "gold.max_interval_ms" => self.gold.max_interval_ms = parse(&field, value)?,
             "lateness.allowed_secs" => self.lateness.allowed_secs = parse(&field, value)?,
             "lateness.max_future_secs" => self.lateness.max_future_secs = parse(&field, value)?,
             "plugins.bronze" => self.plugins.bronze = Some(value.into()),
@@ -426,6 +448,12 @@ impl Config {
         }
         if self.batch.max_bytes < 1 << 10 {
             return Err(invalid("batch.max_bytes", "must be at least 1024"));
+        }
+        if self.gold.max_interval_ms > 3_600_000 {
+            return Err(invalid(
+                "gold.max_interval_ms",
+                "must be at most 3600000 (an hour)",
+            ));
         }
         Ok(())
     }
@@ -538,6 +566,11 @@ impl Config {
 
     pub fn linger(&self) -> Duration {
         Duration::from_millis(self.batch.linger_ms)
+    }
+
+    /// `gold.max_interval_ms` as a duration.
+    pub fn gold_interval(&self) -> Duration {
+        Duration::from_millis(self.gold.max_interval_ms)
     }
 }
 

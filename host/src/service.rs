@@ -213,6 +213,7 @@ pub async fn run(
         max_events: config.batch.max_events,
         max_bytes: config.batch.max_bytes,
         linger: config.linger(),
+        gold_interval: config.gold_interval(),
     };
     runner::run(&mut pipeline, rx, trigger, stop, Some(controller), on_batch).await?;
     if let Some(replay) = replay {

@@ -5,19 +5,26 @@
 use std::process::ExitCode;
 
 use sluice::config::Config;
-use sluice::pipeline::shared::lake_positions;
+use sluice::layers::bronze::committed_positions;
 use sluice::sources::{eventhubs, kafka};
 
 pub async fn run(config: &Config, lake: &sluice::lake::Lake) -> anyhow::Result<ExitCode> {
-    let positions = lake_positions(lake).await?;
+    let positions = committed_positions(lake).await?;
     let tiers = sluice::pipeline::tier_positions(lake).await?;
     println!("{:<11}  {:>12}  {:>10}", "tier", "last batch", "lag");
     println!("{:<11}  {:>12}  {:>10}", "bronze", tiers.bronze, "-");
+    let behind = |ahead: i64, tier: i64| (ahead - tier).max(0);
     println!(
         "{:<11}  {:>12}  {:>10}",
-        "silver/gold",
+        "silver",
+        tiers.silver,
+        behind(tiers.bronze, tiers.silver)
+    );
+    println!(
+        "{:<11}  {:>12}  {:>10}",
+        "gold",
         tiers.refined,
-        tiers.lag()
+        behind(tiers.silver, tiers.refined)
     );
     if config.kafka.enabled() {
         let k = config.kafka.clone();

@@ -1,80 +1,96 @@
-//! Start-up recovery: find where the last run stopped, rebuild host state as
-//! of the last finished batch, and finish any batch left half-committed.
+//! Start-up recovery: find where each tier stopped, rebuild host state as
+//! of the last refined batch, and finish what was left: silver is recomputed
+//! from there (a table keeps only rows of batches it does not hold), an
+//! interrupted gold step is redone over exactly its range, then the rest.
 
 use anyhow::Context as _;
 use deltalake::arrow::array::{Array, Int64Array, RecordBatch, StringArray};
 use deltalake::arrow::compute::cast;
+use deltalake::arrow::compute::kernels::cmp::{gt_eq, lt_eq};
+use deltalake::arrow::compute::{and, filter_record_batch};
 use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::prelude::SessionContext;
 
-use super::{Pipeline, STAGE_BRONZE, STAGE_DONE, STAGE_GOLD, STAGE_SILVER};
+use super::silver_tier::SilverCommitted;
+use super::{BatchReport, Pipeline, STAGE_BRONZE, STAGE_DONE, STAGE_GOLD, STAGE_SILVER};
 use crate::lake;
 use crate::layers::silver::{DedupState, TimeBounds};
-use crate::layers::{bronze, quarantine, silver};
-use crate::sources::Positions;
+use crate::layers::{BATCH_ID, bronze, quarantine, silver};
 
-pub(super) async fn recover(pipeline: &mut Pipeline, bounds: TimeBounds) -> anyhow::Result<()> {
-    let last_done = pipeline.batches.committed(STAGE_DONE).await?.unwrap_or(0);
+pub(super) async fn recover(pipeline: &mut Pipeline) -> anyhow::Result<()> {
+    let bounds = pipeline.silver.bounds;
+    let last_done = pipeline
+        .gold_ref()?
+        .batches
+        .committed(STAGE_DONE)
+        .await?
+        .unwrap_or(0);
     let last_bronze = [
-        pipeline.bronze.committed(STAGE_BRONZE).await?,
-        pipeline.quarantine.committed(STAGE_BRONZE).await?,
+        pipeline.silver.bronze.committed(STAGE_BRONZE).await?,
+        pipeline.silver.quarantine.committed(STAGE_BRONZE).await?,
     ]
     .into_iter()
     .flatten()
     .max()
     .unwrap_or(0);
     let ctx = SessionContext::new();
-    lake::register(&ctx, bronze::TABLE, pipeline.bronze.delta()).await?;
-    lake::register(&ctx, silver::TABLE, pipeline.silver.delta()).await?;
-    lake::register(&ctx, quarantine::TABLE, pipeline.quarantine.delta()).await?;
-    pipeline.dedup = restore_dedup(&ctx, last_done, bounds).await?;
-    pipeline.positions = read_positions(&ctx).await?;
-    pipeline.next_batch = last_done + 1;
-    pipeline
-        .slots
-        .set_next_bronze(last_done.max(last_bronze) + 1);
-    let steps = unfinished_steps(
-        last_done,
-        interrupted_step_end(pipeline).await?,
-        last_bronze,
-    );
-    if !steps.is_empty() {
-        tracing::warn!(
-            last_done,
-            last_bronze,
-            ?steps,
-            "refining bronze batches a previous run left unrefined"
-        );
+    lake::register(&ctx, bronze::TABLE, pipeline.silver.bronze.delta()).await?;
+    lake::register(&ctx, silver::TABLE, pipeline.silver.silver.delta()).await?;
+    lake::register(&ctx, quarantine::TABLE, pipeline.silver.quarantine.delta()).await?;
+    pipeline.silver.dedup = restore_dedup(&ctx, last_done, bounds).await?;
+    pipeline.positions = bronze::positions_in(&ctx).await?;
+    pipeline.silver.next_batch = last_done + 1;
+    pipeline.gold_mut()?.next_batch = last_done + 1;
+    let gold_end = interrupted_gold_end(pipeline).await?;
+    let end = last_bronze.max(gold_end);
+    pipeline.slots.set_next_bronze(last_done.max(end) + 1);
+    if end <= last_done {
+        return Ok(());
     }
+    let steps = unfinished_steps(last_done, gold_end, end);
+    tracing::warn!(
+        last_done,
+        last_bronze,
+        ?steps,
+        "refining what a previous run left unrefined"
+    );
+    let rows = bronze_batches(&ctx, last_done + 1, end, pipeline.silver.bronze.schema()).await?;
+    let slots = pipeline.slots.clone();
+    let silver = pipeline
+        .silver
+        .refine(&slots, last_done + 1, end, &rows, false)
+        .await?
+        .context("a step that may not split was split")?;
+    let gold = pipeline.gold_mut()?;
     for (first, last) in steps {
-        let rows = bronze_batches(&ctx, first, last, pipeline.bronze.schema()).await?;
-        let started = std::time::Instant::now();
-        let report = pipeline
-            .downstream(first, last, rows, false, started)
-            .await?
-            .context("a step that may not split was split")?;
+        let step = SilverCommitted {
+            first,
+            last,
+            rows: rows_between(&silver.rows, first, last)?,
+            report: recovered_report(&silver, &rows, first, last)?,
+            ingest_micros: Vec::new(),
+        };
+        let report = gold.step(&slots, vec![step]).await?;
         tracing::info!(first, last, accepted = report.accepted, "recovered step");
     }
     Ok(())
 }
 
-/// The end of a refine step that committed some tables but not its
-/// `pipeline_batches` row: the highest step any silver or gold write
-/// carries.
-async fn interrupted_step_end(pipeline: &Pipeline) -> anyhow::Result<i64> {
+/// The end of a gold step that wrote some tables but not its
+/// `pipeline_batches` row: the highest step any gold write carries.
+async fn interrupted_gold_end(pipeline: &Pipeline) -> anyhow::Result<i64> {
+    let gold = pipeline.gold_ref()?;
     let written = [
-        pipeline.silver.committed(STAGE_SILVER).await?,
-        pipeline.quarantine.committed(STAGE_SILVER).await?,
-        pipeline.quarantine.committed(STAGE_GOLD).await?,
-        pipeline.gold.last_committed(STAGE_GOLD).await?,
+        gold.quarantine.committed(STAGE_GOLD).await?,
+        gold.gold.last_committed(STAGE_GOLD).await?,
     ];
     Ok(written.into_iter().flatten().max().unwrap_or(0))
 }
 
-/// The steps that finish refining: first the interrupted one over exactly
-/// its range (its tables must see the same rows again, or a table that
-/// already holds it would be skipped while another gets more), then the
-/// rest of bronze in one step.
+/// The gold steps that finish refining: first the interrupted one over
+/// exactly its range (its tables must see the same rows again, or a table
+/// that already holds it would be skipped while another gets more), then
+/// the rest in one step.
 fn unfinished_steps(last_done: i64, interrupted_end: i64, last_bronze: i64) -> Vec<(i64, i64)> {
     let mut steps = Vec::new();
     let mut next = last_done + 1;
@@ -88,17 +104,53 @@ fn unfinished_steps(last_done: i64, interrupted_end: i64, last_bronze: i64) -> V
     steps
 }
 
+/// Rows whose bronze batch is in `first..=last`.
+fn rows_between(rows: &RecordBatch, first: i64, last: i64) -> anyhow::Result<RecordBatch> {
+    let ids = rows
+        .column_by_name(BATCH_ID)
+        .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+        .with_context(|| format!("rows lack an int64 `{BATCH_ID}`"))?;
+    let keep = and(
+        &gt_eq(ids, &Int64Array::new_scalar(first))?,
+        &lt_eq(ids, &Int64Array::new_scalar(last))?,
+    )?;
+    Ok(filter_record_batch(rows, &keep)?)
+}
+
+/// The figures of a recovered gold step: its bronze and silver rows; the
+/// recomputed silver step's quarantine counts go with the last step.
+fn recovered_report(
+    silver: &SilverCommitted,
+    bronze_rows: &RecordBatch,
+    first: i64,
+    last: i64,
+) -> anyhow::Result<BatchReport> {
+    Ok(BatchReport {
+        batch: last,
+        first_batch: first,
+        events: rows_between(bronze_rows, first, last)?.num_rows(),
+        accepted: rows_between(&silver.rows, first, last)?.num_rows(),
+        quarantined: if last == silver.last {
+            silver.report.quarantined.clone()
+        } else {
+            Default::default()
+        },
+        millis: 0,
+    })
+}
+
 /// Each tier's position as the lake holds it: the last bronze batch the
-/// ingest tier committed, and the last one the refine tier (silver and
-/// gold) finished.
+/// ingest tier committed, the last one with silver (or silver quarantine)
+/// rows, and the last one the gold tier finished (refined).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TierPositions {
     pub bronze: i64,
+    pub silver: i64,
     pub refined: i64,
 }
 
 impl TierPositions {
-    /// Bronze batches committed but not yet in silver and gold.
+    /// Bronze batches committed but not yet in gold.
     pub fn lag(&self) -> i64 {
         (self.bronze - self.refined).max(0)
     }
@@ -119,8 +171,12 @@ pub async fn tier_positions(lake: &lake::Lake) -> anyhow::Result<TierPositions> 
     let bronze = version(lake.open(bronze::TABLE).await?, STAGE_BRONZE).await?;
     let failed = version(lake.open(quarantine::TABLE).await?, STAGE_BRONZE).await?;
     let refined = version(lake.open(super::BATCHES_TABLE).await?, STAGE_DONE).await?;
+    let silver = version(lake.open(silver::TABLE).await?, STAGE_SILVER).await?;
+    let silver_rejects = version(lake.open(quarantine::TABLE).await?, STAGE_SILVER).await?;
     Ok(TierPositions {
         bronze: bronze.max(failed).max(refined),
+        // A silver step with no rows leaves no trace; gold follows silver.
+        silver: silver.max(silver_rejects).max(refined),
         refined,
     })
 }
@@ -203,44 +259,6 @@ fn int64s(batch: &RecordBatch, column: usize) -> &Int64Array {
         .as_any()
         .downcast_ref::<Int64Array>()
         .expect("cast to bigint")
-}
-
-/// Max committed offset per (source, partition), from bronze and from
-/// records quarantined at bronze.
-pub(super) async fn read_positions(ctx: &SessionContext) -> anyhow::Result<Positions> {
-    let rows = query(
-        ctx,
-        "SELECT source, source_partition, MAX(source_offset) AS o FROM ( \
-           SELECT source, source_partition, source_offset FROM bronze_events \
-           UNION ALL SELECT source, source_partition, source_offset FROM quarantine WHERE layer = 'bronze') \
-         GROUP BY source, source_partition",
-    )
-    .await?;
-    let mut positions = Positions::new();
-    for b in &rows {
-        let source = cast(b.column(0), &DataType::Utf8)?;
-        let partition = cast(b.column(1), &DataType::Utf8)?;
-        let source = source
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .expect("cast to utf8");
-        let partition = partition
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .expect("cast to utf8");
-        let offset = b
-            .column(2)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .expect("offsets are int64");
-        for i in 0..b.num_rows() {
-            positions.insert(
-                (source.value(i).to_string(), partition.value(i).to_string()),
-                offset.value(i),
-            );
-        }
-    }
-    Ok(positions)
 }
 
 /// The stored bronze rows of batches `first..=last`, in arrival order.

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::job::PluginJob;
 use super::recovery::{bronze_batches, query, restore_dedup};
-use super::{BATCHES_TABLE, Pipeline, STAGE_GOLD, SilverRows};
+use super::silver_tier::SilverRows;
+use super::{BATCHES_TABLE, Pipeline, STAGE_GOLD};
 use crate::lake::{self, Lake};
 use crate::layers::gold::GoldTables;
 use crate::layers::quarantine::QuarantineRows;
@@ -42,7 +43,7 @@ impl Pipeline {
     /// `micros` (UTC µs), if any.
     pub async fn first_batch_since(&self, micros: i64) -> anyhow::Result<Option<i64>> {
         let ctx = SessionContext::new();
-        lake::register(&ctx, BATCHES_TABLE, self.batches.delta()).await?;
+        lake::register(&ctx, BATCHES_TABLE, self.gold_ref()?.batches.delta()).await?;
         let at = "CAST(committed_at AS BIGINT)";
         let since = format!("SELECT MIN(batch_id) FROM {BATCHES_TABLE} WHERE {at} >= {micros}");
         if single_i64(&query(&ctx, &since).await?).is_none() {
@@ -66,13 +67,17 @@ impl Pipeline {
         }
         // On a shared lake, no other instance commits while tables are replaced.
         let _writer = super::shared::take_writer(self).await?;
-        let last = self.next_batch - 1;
+        anyhow::ensure!(
+            self.silver.next_batch == self.next_batch(),
+            "a replay needs silver and gold at the same batch (gold is behind)"
+        );
+        let last = self.next_batch() - 1;
         let from = from_batch.max(1);
         // The ingest tier commits bronze through its own handle.
-        self.bronze.reload().await?;
+        self.silver.bronze.reload().await?;
         let ctx = SessionContext::new();
-        lake::register(&ctx, bronze::TABLE, self.bronze.delta()).await?;
-        lake::register(&ctx, silver::TABLE, self.silver.delta()).await?;
+        lake::register(&ctx, bronze::TABLE, self.silver.bronze.delta()).await?;
+        lake::register(&ctx, silver::TABLE, self.silver.silver.delta()).await?;
         let (new_silver, new_quarantine) = if layer == Layer::Silver {
             self.recompute_silver(&ctx, from, last).await?
         } else {
@@ -101,7 +106,7 @@ impl Pipeline {
                 .await?;
             crate::failpoint::reached("replay-silver-replaced", from);
         }
-        report.gold_rows = self.gold.replace_from(&rebuilt.tables).await?;
+        report.gold_rows = self.gold_mut()?.gold.replace_from(&rebuilt.tables).await?;
         drop(rebuilt);
         self.reload_state(last).await?;
         report.millis = started.elapsed().as_millis();
@@ -117,14 +122,14 @@ impl Pipeline {
         from: i64,
         last: i64,
     ) -> anyhow::Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
-        let before = restore_dedup(ctx, from - 1, self.bounds).await?;
-        let live_dedup = std::mem::replace(&mut self.dedup, before);
+        let before = restore_dedup(ctx, from - 1, self.silver.bounds).await?;
+        let live_dedup = std::mem::replace(&mut self.silver.dedup, before);
         // Shadows and probation are about live steps, not this rewrite.
         let aside = self.slots.set_aside();
         let result = self.silver_for_batches(ctx, from, last).await;
         self.slots.restore(aside);
         if result.is_err() {
-            self.dedup = live_dedup;
+            self.silver.dedup = live_dedup;
         }
         result
     }
@@ -138,13 +143,16 @@ impl Pipeline {
         let (mut rows, mut quarantined) = (Vec::new(), Vec::new());
         let now = crate::time::now_micros();
         for batch in from..=last {
-            let bronze_rows = bronze_batches(ctx, batch, batch, self.bronze.schema()).await?;
+            let bronze_rows =
+                bronze_batches(ctx, batch, batch, self.silver.bronze.schema()).await?;
             if bronze_rows.num_rows() == 0 {
                 continue;
             }
             let mut q = QuarantineRows::new(batch, now);
-            let SilverRows::Rows(stored, _) =
-                self.silver_rows(batch, &bronze_rows, false, &mut q).await?
+            let SilverRows::Rows(stored) = self
+                .silver
+                .silver_rows(&self.slots, batch, &bronze_rows, false, &mut q)
+                .await?
             else {
                 bail!(
                     "the active silver plugin {} failed on batch {batch}; nothing was replaced",
@@ -180,7 +188,7 @@ impl Pipeline {
             ),
         )
         .await?;
-        let schema = self.silver.schema().clone();
+        let schema = self.silver.silver.schema().clone();
         let mut chunk: Vec<RecordBatch> = Vec::new();
         let mut chunk_id = 0;
         let all = kept
@@ -207,7 +215,7 @@ impl Pipeline {
         chunk_id: i64,
         rows: &[RecordBatch],
     ) -> anyhow::Result<()> {
-        let input = concat_batches(self.silver.schema(), rows)?;
+        let input = concat_batches(self.silver.silver.schema(), rows)?;
         if input.num_rows() == 0 {
             return Ok(());
         }
@@ -233,12 +241,14 @@ impl Pipeline {
         rows: Vec<RecordBatch>,
         quarantined: Vec<RecordBatch>,
     ) -> anyhow::Result<()> {
-        let rows = non_empty(rows, self.silver.schema());
+        let rows = non_empty(rows, self.silver.silver.schema());
         self.silver
+            .silver
             .replace_where(&format!("batch_id >= {from}"), rows)
             .await?;
         let quarantined = non_empty(quarantined, &quarantine::schema());
-        self.quarantine
+        self.silver
+            .quarantine
             .replace_where(
                 &format!("(layer = 'silver' AND batch_id >= {from}) OR layer = 'gold'"),
                 quarantined,
@@ -250,10 +260,13 @@ impl Pipeline {
     /// Host state from the replaced tables: dedup ids and SCD2 histories.
     async fn reload_state(&mut self, last: i64) -> anyhow::Result<()> {
         let ctx = SessionContext::new();
-        lake::register(&ctx, silver::TABLE, self.silver.delta()).await?;
-        self.dedup = restore_dedup(&ctx, last, self.bounds).await?;
-        let gold = self.slots.active(Layer::Gold);
-        self.gold = GoldTables::open(&self.lake, gold.meta()).await?;
+        lake::register(&ctx, silver::TABLE, self.silver.silver.delta()).await?;
+        self.silver.dedup = restore_dedup(&ctx, last, self.silver.bounds).await?;
+        let plugin = self.slots.active(Layer::Gold);
+        let tables = GoldTables::open(&self.lake, plugin.meta()).await?;
+        let gold = self.gold_mut()?;
+        gold.gold = tables;
+        gold.opened_for = plugin.hash().to_string();
         Ok(())
     }
 }

@@ -1,22 +1,25 @@
-//! Drives the tiers from a channel of envelopes. The ingest tier runs on a
-//! task of its own: it closes a bronze batch on size, bytes or a short
-//! linger, commits it and acknowledges its producers at once. The refine
-//! tier (this task) follows: each step takes every bronze batch committed
-//! since the last one, and plugin changes are applied between steps. When
-//! asked to stop, the ingest tier drains what is buffered and the refine
-//! tier what was committed.
+//! Drives the three tiers from a channel of envelopes, each on a task of its
+//! own: the ingest tier closes a bronze batch on size, bytes or a short
+//! linger, commits it and acknowledges its producers at once; the silver
+//! tier (this task) takes every bronze batch committed since its last step;
+//! the gold tier takes every silver step committed since its last one, once
+//! a batch's worth of events waits or `gold.max_interval_ms` has passed.
+//! Plugin changes are applied once silver and gold are idle and caught up.
+//! When asked to stop, each tier drains what the one before it committed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{BatchReport, Committed, IngestTier, Pipeline};
+use super::gold_tier::GoldTier;
+use super::{BatchReport, Committed, IngestTier, Pipeline, SilverCommitted};
 use crate::lifecycle::{Control, Lifecycle};
 use crate::sources::{Envelope, RawRecord};
 
-/// Bronze batches the ingest tier may be ahead of the refine tier, counted
+/// Bronze batches the ingest tier may be ahead of the gold tier, counted
 /// in events as multiples of a batch: beyond this, ingest waits (and with
 /// it the sources), so memory stays bounded when gold is slow.
 const AHEAD_BATCHES: usize = 4;
@@ -27,7 +30,7 @@ pub struct Controller {
     pub lifecycle: Lifecycle,
 }
 
-/// When a bronze batch closes.
+/// When a bronze batch closes, and when gold takes a step.
 #[derive(Debug, Clone, Copy)]
 pub struct Trigger {
     pub max_events: usize,
@@ -36,11 +39,65 @@ pub struct Trigger {
     /// How long a batch waits for more after its first envelope (the
     /// previous commit is done by then: commits are not held back).
     pub linger: Duration,
+    /// How long a committed silver step may wait for gold to take it along
+    /// with later ones (gold steps sooner once `max_events` events wait).
+    pub gold_interval: Duration,
+}
+
+/// A gold step running on its own task: the tier comes back with the result.
+type GoldRun = JoinHandle<(GoldTier, anyhow::Result<(BatchReport, usize)>)>;
+
+/// Silver steps committed and not yet in gold, and the gold step running.
+#[derive(Default)]
+struct GoldQueue {
+    waiting: Vec<SilverCommitted>,
+    /// Semaphore permits the waiting steps hold (released once in gold).
+    permits: usize,
+    events: usize,
+    since: Option<Instant>,
+    running: Option<GoldRun>,
+}
+
+impl GoldQueue {
+    fn push(&mut self, steps: Vec<SilverCommitted>, permits: usize) {
+        self.events += steps.iter().map(|s| s.report.events).sum::<usize>();
+        self.permits += permits;
+        self.since.get_or_insert_with(Instant::now);
+        self.waiting.extend(steps);
+    }
+
+    /// Whether a gold step should start now.
+    fn due(&self, trigger: Trigger, draining: bool) -> bool {
+        self.running.is_none()
+            && !self.waiting.is_empty()
+            && (draining
+                || self.events >= trigger.max_events
+                || self
+                    .since
+                    .is_some_and(|t| t.elapsed() >= trigger.gold_interval))
+    }
+
+    /// When the oldest waiting step has waited `gold_interval`.
+    fn deadline(&self, trigger: Trigger) -> Option<Instant> {
+        match (&self.running, self.since) {
+            (None, Some(since)) => Some(since + trigger.gold_interval),
+            _ => None,
+        }
+    }
+
+    fn take(&mut self) -> (Vec<SilverCommitted>, usize) {
+        self.events = 0;
+        self.since = None;
+        (
+            std::mem::take(&mut self.waiting),
+            std::mem::take(&mut self.permits),
+        )
+    }
 }
 
 /// Processes envelopes until every sender is gone, or until `stop` turns true
 /// (then what is already buffered is still processed). Calls `on_batch` after
-/// each refine step.
+/// each gold step.
 pub async fn run(
     pipeline: &mut Pipeline,
     rx: mpsc::Receiver<Envelope>,
@@ -56,7 +113,7 @@ pub async fn run(
         anyhow::bail!("the ingest tier is already running");
     };
     let ahead = Arc::new(Semaphore::new(trigger.max_events.max(1) * AHEAD_BATCHES));
-    let (bronze_tx, mut bronze_rx) = mpsc::unbounded_channel::<(Committed, u32)>();
+    let (bronze_tx, bronze_rx) = mpsc::unbounded_channel::<(Committed, u32)>();
     let ingest_task = tokio::spawn(ingest_loop(
         ingest,
         rx,
@@ -65,30 +122,17 @@ pub async fn run(
         bronze_tx,
         ahead.clone(),
     ));
-    let refined = loop {
-        // Controls first: a change waiting at a boundary is applied before
-        // the next step starts, even under continuous load.
-        let first = tokio::select! {
-            biased;
-            control = next_control(&mut controller) => {
-                if let Some(c) = controller.as_mut() {
-                    c.lifecycle.handle(pipeline, control).await;
-                }
-                continue;
-            }
-            committed = bronze_rx.recv() => committed,
-        };
-        let Some(first) = first else { break Ok(()) };
-        let (step, permits) = take_step(first, &mut bronze_rx);
-        let report = match pipeline.refine(step).await {
-            Ok(report) => report,
-            Err(e) => break Err(e),
-        };
-        ahead.add_permits(permits);
-        if let Some(c) = controller.as_mut() {
-            c.lifecycle.after_batch(pipeline);
-        }
-        on_batch(&report);
+    let mut refine = Refine {
+        pipeline,
+        controller: &mut controller,
+        on_batch: &mut on_batch,
+        ahead: &ahead,
+        gold: GoldQueue::default(),
+        trigger,
+    };
+    let refined = match refine.run(bronze_rx).await {
+        Ok(()) => refine.settle().await,
+        Err(e) => Err(e),
     };
     if let Err(e) = refined {
         // Like a crash of the ingest tier: what it committed is refined at
@@ -99,6 +143,125 @@ pub async fn run(
     }
     pipeline.put_ingest(ingest_task.await??);
     Ok(())
+}
+
+/// The silver tier's loop (on the runner's task) and the gold steps it
+/// starts on tasks of their own.
+struct Refine<'a, F: FnMut(&BatchReport)> {
+    pipeline: &'a mut Pipeline,
+    controller: &'a mut Option<Controller>,
+    on_batch: &'a mut F,
+    ahead: &'a Semaphore,
+    gold: GoldQueue,
+    trigger: Trigger,
+}
+
+impl<F: FnMut(&BatchReport)> Refine<'_, F> {
+    /// Until the ingest tier is done: silver steps as bronze batches come,
+    /// gold steps when due, plugin changes when asked.
+    async fn run(
+        &mut self,
+        mut bronze_rx: mpsc::UnboundedReceiver<(Committed, u32)>,
+    ) -> anyhow::Result<()> {
+        let mut bronze_open = true;
+        while bronze_open || !self.gold.waiting.is_empty() || self.gold.running.is_some() {
+            let deadline = self.gold.deadline(self.trigger);
+            // Controls first: a change waiting at a boundary is applied
+            // before the next step starts, even under continuous load.
+            tokio::select! {
+                biased;
+                control = next_control(self.controller) => {
+                    self.settle().await?;
+                    if let Some(c) = self.controller.as_mut() {
+                        c.lifecycle.handle(self.pipeline, control).await;
+                    }
+                }
+                done = join_gold(&mut self.gold.running) => {
+                    self.gold.running = None;
+                    self.gold_done(done)?;
+                }
+                committed = bronze_rx.recv(), if bronze_open => match committed {
+                    Some(first) => {
+                        let (step, permits) = take_step(first, &mut bronze_rx);
+                        let done = self.pipeline.refine_silver(step).await?;
+                        self.gold.push(done, permits);
+                    }
+                    None => bronze_open = false,
+                },
+                _ = sleep_until(deadline) => {}
+            }
+            if self.gold.due(self.trigger, !bronze_open) {
+                self.start_gold();
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a gold step over every silver step waiting, on a task of its own.
+    fn start_gold(&mut self) {
+        let Some(mut gold) = self.pipeline.take_gold() else {
+            return;
+        };
+        let slots = self.pipeline.slots.clone();
+        let (steps, permits) = self.gold.take();
+        self.gold.running = Some(tokio::spawn(async move {
+            let result = gold.step(&slots, steps).await;
+            (gold, result.map(|report| (report, permits)))
+        }));
+    }
+
+    /// Waits for the gold step running, then takes every waiting silver
+    /// step into gold: silver and gold are idle and at the same batch.
+    async fn settle(&mut self) -> anyhow::Result<()> {
+        if let Some(running) = self.gold.running.take() {
+            self.gold_done(running.await)?;
+        }
+        if !self.gold.waiting.is_empty() {
+            let (steps, permits) = self.gold.take();
+            let slots = self.pipeline.slots.clone();
+            let report = self.pipeline.gold_mut()?.step(&slots, steps).await?;
+            self.after_gold(&report, permits);
+        }
+        Ok(())
+    }
+
+    fn gold_done(
+        &mut self,
+        done: Result<(GoldTier, anyhow::Result<(BatchReport, usize)>), tokio::task::JoinError>,
+    ) -> anyhow::Result<()> {
+        let (tier, result) = done?;
+        self.pipeline.put_gold(tier);
+        let (report, permits) = result?;
+        self.after_gold(&report, permits);
+        Ok(())
+    }
+
+    fn after_gold(&mut self, report: &BatchReport, permits: usize) {
+        self.ahead.add_permits(permits);
+        self.pipeline.count(report);
+        if let Some(c) = self.controller.as_mut() {
+            c.lifecycle.after_batch(self.pipeline);
+        }
+        (self.on_batch)(report);
+    }
+}
+
+/// The running gold step's end; never resolves while none runs.
+async fn join_gold(
+    running: &mut Option<GoldRun>,
+) -> Result<(GoldTier, anyhow::Result<(BatchReport, usize)>), tokio::task::JoinError> {
+    match running {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `deadline`; never resolves without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Every bronze batch committed so far, in order, and the permits they hold.
@@ -169,7 +332,7 @@ async fn next_envelope(
     }
 }
 
-/// Runs each batch through both tiers before the next (a shared lake, where
+/// Runs each batch through all tiers before the next (a shared lake, where
 /// every batch is committed under the cluster's writer lock).
 async fn run_in_turn(
     pipeline: &mut Pipeline,

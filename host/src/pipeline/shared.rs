@@ -5,13 +5,10 @@
 
 use std::path::PathBuf;
 
-use deltalake::datafusion::prelude::SessionContext;
-
 use super::{BATCHES_TABLE, IngestTier, Pipeline, STAGE_BRONZE, STAGE_DONE};
 use crate::cluster::{Cluster, WriterGuard};
-use crate::lake::{self, Lake};
+use crate::lake::Lake;
 use crate::layers::{bronze, quarantine};
-use crate::sources::Positions;
 
 /// What a pipeline needs to reopen itself on a shared lake.
 #[derive(Clone)]
@@ -57,27 +54,12 @@ pub(super) async fn take_writer(pipeline: &mut Pipeline) -> anyhow::Result<Optio
         pipeline.slots.set_next_bronze(fresh.slots.next_bronze());
         fresh.slots = pipeline.slots.clone();
         fresh.ingest = Some(IngestTier::new(
-            shared.lake.reopen(&fresh.bronze).await?,
-            shared.lake.reopen(&fresh.quarantine).await?,
+            shared.lake.reopen(&fresh.silver.bronze).await?,
+            shared.lake.reopen(&fresh.silver.quarantine).await?,
             fresh.slots.clone(),
         ));
         fresh.shared = Some(shared);
         *pipeline = fresh;
     }
     Ok(Some(guard))
-}
-
-/// Committed positions as the lake holds them now (for partitions an
-/// instance has just claimed).
-pub async fn lake_positions(lake: &Lake) -> anyhow::Result<Positions> {
-    let ctx = SessionContext::new();
-    let (Some(b), Some(q)) = (
-        lake.open(bronze::TABLE).await?,
-        lake.open(quarantine::TABLE).await?,
-    ) else {
-        return Ok(Positions::new());
-    };
-    lake::register(&ctx, bronze::TABLE, &b).await?;
-    lake::register(&ctx, quarantine::TABLE, &q).await?;
-    super::recovery::read_positions(&ctx).await
 }

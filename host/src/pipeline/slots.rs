@@ -3,9 +3,9 @@
 //! automatic rollbacks not yet recorded. Changes happen only between two
 //! steps of the tier that runs the layer.
 //!
-//! The ingest tier (bronze) and the refine tier (silver, gold) run on
-//! different tasks, so this state sits behind one mutex that is held only
-//! for bookkeeping, never across a plugin call or a commit.
+//! The ingest (bronze), silver and gold tiers run on different tasks, so
+//! this state sits behind one mutex that is held only for bookkeeping,
+//! never across a plugin call or a commit.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,7 +17,6 @@ use super::Pipeline;
 use super::job::{LayerJob, PluginJob};
 use super::plugins::{self, Plugins};
 use super::shadow::ShadowReport;
-use crate::layers::gold::GoldTables;
 use crate::layers::{bronze, silver};
 use crate::runtime::{Layer, LoadedPlugin, PluginFailure, WriteMode};
 
@@ -303,24 +302,27 @@ impl Slots {
 }
 
 /// The lifecycle's view: plugin changes asked of the running pipeline. The
-/// refine tier applies them between two steps; bronze changes take effect
-/// at the ingest tier's next batch.
+/// runner applies them once silver and gold are idle and caught up; bronze
+/// changes take effect at the ingest tier's next batch.
 impl Pipeline {
     /// The active plugin of `layer`.
     pub fn active(&self, layer: Layer) -> LoadedPlugin {
         self.slots.active(layer)
     }
 
-    /// The first batch the refine tier has not refined yet.
+    /// The first bronze batch not yet refined (in gold).
     pub fn next_batch(&self) -> i64 {
-        self.next_batch
+        self.next_batch_for(Layer::Gold)
     }
 
     /// The first batch a change of `layer`'s plugin made now serves.
     pub fn next_batch_for(&self, layer: Layer) -> i64 {
-        match layer {
-            Layer::Bronze => self.slots.next_bronze(),
-            Layer::Silver | Layer::Gold => self.next_batch,
+        match (layer, &self.gold) {
+            (Layer::Bronze, _) => self.slots.next_bronze(),
+            (Layer::Gold, Some(gold)) => gold.next_batch,
+            // While a gold step runs, changes wait for it and for the
+            // silver steps before them.
+            (Layer::Silver | Layer::Gold, _) => self.silver.next_batch,
         }
     }
 
@@ -341,7 +343,8 @@ impl Pipeline {
     ) -> anyhow::Result<LoadedPlugin> {
         self.slots.check_fits(layer, &plugin)?;
         let previous = self.slots.swap(layer, plugin, probation);
-        self.ensure_gold_tables().await?;
+        let slots = self.slots.clone();
+        self.gold_mut()?.ensure_tables(&slots).await?;
         Ok(previous)
     }
 
@@ -365,16 +368,6 @@ impl Pipeline {
     /// Rollbacks the pipeline did by itself since the last call.
     pub fn take_auto_rollbacks(&mut self) -> Vec<AutoRollback> {
         self.slots.take_auto_rollbacks()
-    }
-
-    /// Reopens the gold tables if the active gold plugin changed since.
-    pub(super) async fn ensure_gold_tables(&mut self) -> anyhow::Result<()> {
-        let gold = self.slots.active(Layer::Gold);
-        if gold.hash() != self.gold_opened_for {
-            self.gold = GoldTables::open(&self.lake, gold.meta()).await?;
-            self.gold_opened_for = gold.hash().to_string();
-        }
-        Ok(())
     }
 }
 

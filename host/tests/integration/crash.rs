@@ -83,6 +83,15 @@ fn run_to_completion(lake: &Path, file: &Path) {
     );
 }
 
+/// Whether the lake holds silver rows of a bronze batch gold has not
+/// refined yet.
+async fn silver_is_ahead_of_gold(lake: &Path) -> bool {
+    let last = |table: &str| format!("SELECT COALESCE(MAX(batch_id), 0) AS b FROM {table}");
+    let silver = common::count(lake, &last("silver_events")).await;
+    let gold = common::count(lake, &last("pipeline_batches")).await;
+    silver > gold
+}
+
 async fn snapshot(lake: &Path) -> Vec<Vec<String>> {
     let mut all = vec![
         common::rows(lake, "SELECT event_id, event_type, user_id, plan, CAST(event_time AS BIGINT) AS t FROM silver_events").await,
@@ -105,24 +114,35 @@ async fn kill_9_mid_stream_then_restart_gives_the_uninterrupted_result() {
     run_to_completion(&reference, &file);
 
     let crashed = dir.path().join("crashed");
-    // First abort at exact points between the commits of one batch (each
-    // restart finishes the half-committed batch, then runs into the next)...
+    // The tiers run concurrently, so most interruptions leave silver ahead
+    // of gold (and bronze ahead of both): count those that did.
+    let mut silver_ahead = 0;
+    // First abort at exact points between the commits of one step (each
+    // restart finishes the half-committed step, then runs into the next)...
     for failpoint in [
         "bronze-committed:2",
         "silver-committed:3",
         "gold-tables:4",
         "before-done:5",
+        "silver-committed:9",
+        "gold-tables:11",
     ] {
         run_into_failpoint(&crashed, &file, failpoint);
+        silver_ahead += silver_is_ahead_of_gold(&crashed).await as usize;
     }
     // ...then kill -9 at moments the test does not choose.
     let mut kills = 0;
     for (after, extra_ms) in [(1, 5), (2, 40), (2, 0), (3, 120)] {
         kills += run_and_kill(&crashed, &file, after, extra_ms) as usize;
+        silver_ahead += silver_is_ahead_of_gold(&crashed).await as usize;
     }
     assert!(
         kills >= 3,
         "the service was killed mid-stream {kills} times"
+    );
+    assert!(
+        silver_ahead >= 1,
+        "no interruption found silver ahead of gold: the tiers did not run concurrently"
     );
     run_to_completion(&crashed, &file);
 
