@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod plugin_test;
 pub mod query;
+pub mod record;
 pub mod runtime;
 pub mod scaffold;
 pub mod service;

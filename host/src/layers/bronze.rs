@@ -10,7 +10,12 @@ use deltalake::arrow::array::{
 use deltalake::arrow::compute::kernels::cmp::distinct;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-use crate::sources::RawRecord;
+use deltalake::arrow::compute::cast;
+use deltalake::datafusion::prelude::SessionContext;
+
+use super::quarantine;
+use crate::lake::Lake;
+use crate::record::{Positions, RawRecord};
 
 pub const TABLE: &str = "bronze_events";
 /// Host-added column: position of the row in its micro-batch (arrival order).
@@ -197,6 +202,60 @@ impl<'a> RawColumns<'a> {
             batch: self.batch.map(|b| b.value(i)),
         }
     }
+}
+
+/// Committed positions as the lake holds them now: sources resume after
+/// them (and a partition an instance has just claimed does too).
+pub async fn committed_positions(lake: &Lake) -> anyhow::Result<Positions> {
+    let ctx = SessionContext::new();
+    let (Some(b), Some(q)) = (lake.open(TABLE).await?, lake.open(quarantine::TABLE).await?) else {
+        return Ok(Positions::new());
+    };
+    crate::lake::register(&ctx, TABLE, &b).await?;
+    crate::lake::register(&ctx, quarantine::TABLE, &q).await?;
+    positions_in(&ctx).await
+}
+
+/// Max committed offset per (source, partition), from bronze and from
+/// records quarantined at bronze, both registered in `ctx`.
+pub async fn positions_in(ctx: &SessionContext) -> anyhow::Result<Positions> {
+    let rows = sql(
+        ctx,
+        "SELECT source, source_partition, MAX(source_offset) AS o FROM ( \
+           SELECT source, source_partition, source_offset FROM bronze_events \
+           UNION ALL SELECT source, source_partition, source_offset FROM quarantine WHERE layer = 'bronze') \
+         GROUP BY source, source_partition",
+    )
+    .await?;
+    let mut positions = Positions::new();
+    for b in &rows {
+        let source = cast(b.column(0), &DataType::Utf8)?;
+        let partition = cast(b.column(1), &DataType::Utf8)?;
+        let source = source
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("cast to utf8");
+        let partition = partition
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("cast to utf8");
+        let offset = b
+            .column(2)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("offsets are int64");
+        for i in 0..b.num_rows() {
+            positions.insert(
+                (source.value(i).to_string(), partition.value(i).to_string()),
+                offset.value(i),
+            );
+        }
+    }
+    Ok(positions)
+}
+
+async fn sql(ctx: &SessionContext, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
+    Ok(ctx.sql(sql).await?.collect().await?)
 }
 
 #[cfg(test)]

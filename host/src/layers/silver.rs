@@ -41,16 +41,10 @@ pub const DEFAULT_MAX_FUTURE_MICROS: i64 = 86_400 * 1_000_000;
 /// Host-added lineage: the bronze record a silver row came from.
 pub const SOURCE_COLUMNS: [&str; 3] = ["source", "source_partition", "source_offset"];
 
-/// Sources whose partitions are ordered logs; each partition is a stream
-/// with its own watermark. Files and HTTP requests share one per source.
-const PARTITIONED_SOURCES: [&str; 2] = [
-    crate::sources::kafka::SOURCE,
-    crate::sources::eventhubs::SOURCE,
-];
-
-/// The stream (watermark scope) of a record from `source`/`partition`.
+/// The stream (watermark scope) of a record from `source`/`partition`: the
+/// partition of an ordered log, else the whole source.
 pub fn stream_key(source: &str, partition: &str) -> String {
-    if PARTITIONED_SOURCES.contains(&source) {
+    if crate::record::is_ordered_log(source) {
         format!("{source}:{partition}")
     } else {
         source.to_string()
@@ -381,7 +375,7 @@ mod tests {
     use bytes::Bytes;
     use deltalake::arrow::datatypes::TimeUnit;
 
-    use crate::sources::RawRecord;
+    use crate::record::RawRecord;
 
     const MIN: i64 = 60_000_000;
     const DAY: i64 = DEFAULT_MAX_FUTURE_MICROS;

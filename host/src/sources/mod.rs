@@ -13,23 +13,9 @@ pub mod file;
 pub mod http;
 pub mod kafka;
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use bytes::Bytes;
 use tokio::sync::oneshot;
 
-/// One raw event as received, with where it came from.
-#[derive(Debug, Clone)]
-pub struct RawRecord {
-    pub payload: Bytes,
-    /// Source kind and name, e.g. `file` or `http`.
-    pub source: Arc<str>,
-    /// Partition within the source: a file path, an HTTP request id.
-    pub partition: Arc<str>,
-    /// Position within the partition: a line number, an index in a request.
-    pub offset: i64,
-}
+pub use crate::record::{Positions, RawRecord};
 
 /// Records that travel together; `ack` fires once they are durable in bronze
 /// (or the pipeline failed to make them so).
@@ -39,5 +25,15 @@ pub struct Envelope {
     pub ack: Option<oneshot::Sender<Result<(), String>>>,
 }
 
-/// Last committed offset per (source, partition).
-pub type Positions = HashMap<(String, String), i64>;
+#[cfg(test)]
+mod tests {
+    use crate::record::is_ordered_log;
+
+    #[test]
+    fn the_log_sources_are_the_ordered_ones() {
+        assert!(is_ordered_log(super::kafka::SOURCE));
+        assert!(is_ordered_log(super::eventhubs::SOURCE));
+        assert!(!is_ordered_log(super::file::SOURCE));
+        assert!(!is_ordered_log(super::http::SOURCE));
+    }
+}

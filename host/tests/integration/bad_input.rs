@@ -49,3 +49,147 @@ async fn a_far_future_event_is_quarantined_and_later_events_survive_a_restart() 
         serde_json::json!({"layer": "silver", "reason": "future_timestamp", "raw": future});
     assert_eq!(quarantined, vec![expected.to_string()]);
 }
+
+/// Lines a hostile or broken client might send, by what is wrong with them.
+/// None of them is valid as sent except where the name says otherwise; each
+/// must land in silver or in quarantine with a reason.
+fn corpus() -> Vec<(&'static str, Vec<u8>)> {
+    let valid = event(900);
+    let mut deep = "[".repeat(10_000);
+    deep.push_str(&"]".repeat(10_000));
+    let huge = event_at(901, "2026-01-05T10:00:01Z")
+        .replace("\"password\"", &format!("\"{}\"", "x".repeat(1 << 20)));
+    vec![
+        (
+            "truncated json",
+            valid.as_bytes()[..valid.len() / 2].to_vec(),
+        ),
+        ("invalid utf-8", b"{\"event_id\":\"e\xff\xfe\"}".to_vec()),
+        ("nul bytes", format!("{}\0\0", event(902)).into_bytes()),
+        ("1 MiB string field (valid)", huge.into_bytes()),
+        ("10,000-deep nesting", deep.into_bytes()),
+        (
+            "numbers as strings",
+            event(903)
+                .replace("\"e00903\"", "903")
+                .replace("\"2026-01-05T10:15:03Z\"", "\"1767607000\"")
+                .into_bytes(),
+        ),
+        ("array of non-objects", b"[1,2,3]".to_vec()),
+        ("bare string", b"\"hello\"".to_vec()),
+        (
+            "far future",
+            event_at(904, "9999-12-31T23:59:59Z").into_bytes(),
+        ),
+        (
+            "pre-1970",
+            event_at(905, "1969-07-20T20:17:40Z").into_bytes(),
+        ),
+        (
+            "duplicate keys",
+            event(906)
+                .replacen("{", "{\"event_id\":\"dup-a\",", 1)
+                .into_bytes(),
+        ),
+    ]
+}
+
+/// Every line of the bad-input corpus lands in silver or in quarantine with a
+/// reason (nothing lost, nothing doubled), and the good events around it,
+/// after it too, are all accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_line_is_accounted_for_and_later_good_events_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let corpus = corpus();
+    let mut body = Vec::new();
+    for i in 0..10 {
+        body.extend_from_slice(event(i).as_bytes());
+        body.push(b'\n');
+    }
+    for (_, line) in &corpus {
+        body.extend_from_slice(line);
+        body.push(b'\n');
+    }
+    for i in 10..20 {
+        body.extend_from_slice(event(i).as_bytes());
+        body.push(b'\n');
+    }
+    let file = dir.path().join("corpus.ndjson");
+    std::fs::write(&file, &body).unwrap();
+    let totals = common::run_to_end(&common::replay_config(&lake, vec![file], 8)).await;
+
+    let lines = 20 + corpus.len() as i64;
+    let silver = common::count(&lake, "SELECT COUNT(*) FROM silver_events").await;
+    let quarantined = common::count(&lake, "SELECT COUNT(*) FROM quarantine").await;
+    assert_eq!(silver + quarantined, lines, "each line once: {totals:?}");
+    let good = common::count(
+        &lake,
+        "SELECT COUNT(*) FROM silver_events WHERE event_id LIKE 'e000%'",
+    )
+    .await;
+    assert_eq!(good, 20, "every good event, before and after the bad ones");
+    let unexplained = common::count(
+        &lake,
+        "SELECT COUNT(*) FROM quarantine WHERE reason = '' OR length(raw) = 0",
+    )
+    .await;
+    assert_eq!(
+        unexplained, 0,
+        "every quarantined line has a reason and its bytes"
+    );
+    let future = common::rows(
+        &lake,
+        "SELECT reason FROM quarantine WHERE CAST(raw AS VARCHAR) LIKE '%9999-12-31%'",
+    )
+    .await;
+    assert_eq!(future, vec![r#"{"reason":"future_timestamp"}"#.to_string()]);
+    let broken = common::count(
+        &lake,
+        "SELECT COUNT(*) FROM quarantine \
+         WHERE reason IN ('invalid_json', 'invalid_utf8', 'not_an_object')",
+    )
+    .await;
+    assert!(
+        broken >= 6,
+        "truncated, not UTF-8, NUL-trailed, too deep, array and string lines are malformed: {broken}"
+    );
+}
+
+/// The issue's trial over HTTP: one event stamped in the year 9999, then a
+/// restart, then normal events: all normal events accepted, the bad one
+/// quarantined with its reason and raw bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_future_event_over_http_does_not_blind_gold() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let mut config = common::replay_config(&lake, Vec::new(), 100);
+    config.collector.listen = "127.0.0.1:0".into();
+    let client = reqwest::Client::new();
+    let future = event_at(0, "9999-12-31T23:59:59Z");
+    for (run, bodies) in [
+        (1, vec![future.clone(), event(1), event(2)]),
+        (2, (3..=12).map(event).collect::<Vec<_>>()),
+    ] {
+        let (url, stop, service) = crate::collector::start_collector(config.clone()).await;
+        for body in bodies {
+            let response = client.post(&url).body(body).send().await.unwrap();
+            assert_eq!(response.status(), 202, "run {run}");
+        }
+        stop.send(true).unwrap();
+        service.await.unwrap().unwrap();
+    }
+    let silver = common::count(&lake, "SELECT COUNT(*) FROM silver_events").await;
+    assert_eq!(
+        silver, 12,
+        "every normal event, before and after the restart"
+    );
+    let quarantined = common::rows(
+        &lake,
+        "SELECT layer, reason, CAST(raw AS VARCHAR) AS raw FROM quarantine",
+    )
+    .await;
+    let expected =
+        serde_json::json!({"layer": "silver", "reason": "future_timestamp", "raw": future});
+    assert_eq!(quarantined, vec![expected.to_string()]);
+}

@@ -82,7 +82,7 @@ async fn collector_acknowledges_only_durable_events_and_refuses_bad_bodies() {
 }
 
 /// Starts `sluice run` in-process with the collector on; returns its URL.
-async fn start_collector(
+pub async fn start_collector(
     config: sluice::config::Config,
 ) -> (
     String,

@@ -186,7 +186,7 @@ async fn balance(
             .collect();
         for id in &new {
             let positions = match &lake {
-                Some(lake) => crate::pipeline::shared::lake_positions(lake).await?,
+                Some(lake) => crate::layers::bronze::committed_positions(lake).await?,
                 None => positions.clone(),
             };
             let start = start_position(&ctx.config.hub, id, &positions);

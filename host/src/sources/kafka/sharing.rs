@@ -107,7 +107,7 @@ impl Sharing {
         // On an error the new claims are dropped (released), so the next
         // look tries again instead of holding partitions nobody reads.
         let claimed: Vec<i32> = new_claims.keys().copied().collect();
-        let positions = crate::pipeline::shared::lake_positions(&self.lake).await?;
+        let positions = crate::layers::bronze::committed_positions(&self.lake).await?;
         super::report_gaps(&ctx.consumer, &ctx.topic, &claimed, &positions).await;
         ctx.consumer
             .incremental_assign(&assignment(&ctx.topic, &claimed, &positions)?)?;
