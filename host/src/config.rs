@@ -166,14 +166,221 @@ pub struct MetricsConfig {
 }
 
 /// The HTTP collector.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CollectorConfig {
     /// Listen address, e.g. `127.0.0.1:8080`; empty disables the collector.
+    /// Anything but a loopback address needs `auth = "bearer"`.
     pub listen: String,
     /// Largest request body accepted (bytes); larger gets 413.
     pub max_body_bytes: usize,
+    /// Who may post events: nobody needs to prove anything (`none`, loopback
+    /// only) or a bearer token is required (`bearer`).
+    pub auth: CollectorAuth,
+    /// The environment variable holding the accepted bearer tokens,
+    /// comma-separated: several at once, so a new one can be rolled out
+    /// before the old one is withdrawn.
+    pub tokens_env: String,
+    /// The tokens read from `tokens_env`: only from the environment, never
+    /// from the file, never printed.
+    #[serde(skip)]
+    pub tokens: Vec<String>,
+    /// Browser origins (`https://app.example.com`) allowed to post events;
+    /// empty (the default): a request carrying an `Origin` header is refused.
+    pub cors_origins: Vec<String>,
+    /// A client must send a request's head within this long (also how long
+    /// an idle connection is kept), else the connection is closed.
+    pub header_timeout_ms: u64,
+    /// A request's body must arrive within this long of its head, else 408.
+    pub body_timeout_ms: u64,
+    /// Connections served at once; one more is answered 503 with
+    /// `Retry-After` and closed.
+    pub max_connections: usize,
+    /// How long a request waits for room in the pipeline and then for its
+    /// bronze commit before it is answered 503 with `Retry-After`.
+    pub ack_timeout_ms: u64,
 }
+
+impl std::fmt::Debug for CollectorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CollectorConfig")
+            .field("listen", &self.listen)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("auth", &self.auth)
+            .field("tokens_env", &self.tokens_env)
+            .field("tokens", &format_args!("<{} redacted>", self.tokens.len()))
+            .field("cors_origins", &self.cors_origins)
+            .field("header_timeout_ms", &self.header_timeout_ms)
+            .field("body_timeout_ms", &self.body_timeout_ms)
+            .field("max_connections", &self.max_connections)
+            .field("ack_timeout_ms", &self.ack_timeout_ms)
+            .finish()
+    }
+}
+
+/// How a client proves it may post to the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CollectorAuth {
+    /// No proof: only for a collector listening on a loopback address.
+    #[default]
+    None,
+    /// `Authorization: Bearer <token>` with one of the tokens in `tokens_env`.
+    Bearer,
+}
+
+impl std::str::FromStr for CollectorAuth {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(CollectorAuth::None),
+            "bearer" => Ok(CollectorAuth::Bearer),
+            _ => Err("expected none or bearer".into()),
+        }
+    }
+}
+
+impl CollectorConfig {
+    /// Refuses limits the collector cannot serve with, a collector open to
+    /// the network without authentication, and origins that are not origins.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_body_bytes < 1024 {
+            return Err(invalid("collector.max_body_bytes", "must be at least 1024"));
+        }
+        for (field, value) in [
+            ("collector.header_timeout_ms", self.header_timeout_ms),
+            ("collector.body_timeout_ms", self.body_timeout_ms),
+            ("collector.ack_timeout_ms", self.ack_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
+        }
+        if !(1..=MAX_CONNECTIONS_LIMIT).contains(&self.max_connections) {
+            return Err(invalid(
+                "collector.max_connections",
+                format!("must be between 1 and {MAX_CONNECTIONS_LIMIT}"),
+            ));
+        }
+        self.validate_auth()?;
+        self.validate_origins()
+    }
+
+    /// Bearer auth needs usable tokens; without auth the collector must be
+    /// reachable from this machine only.
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        match self.auth {
+            CollectorAuth::Bearer => self.validate_tokens(),
+            CollectorAuth::None => match self.listen.parse::<std::net::SocketAddr>() {
+                Ok(addr) if !addr.ip().is_loopback() => Err(invalid(
+                    "collector.listen",
+                    format!(
+                        "`{}` is reachable from other machines: set collector.auth = \"bearer\" \
+                         (tokens in {}) or listen on a loopback address like 127.0.0.1:8080",
+                        self.listen, self.tokens_env
+                    ),
+                )),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    fn validate_tokens(&self) -> Result<(), ConfigError> {
+        if self.tokens.is_empty() {
+            return Err(invalid(
+                "collector.tokens_env",
+                format!(
+                    "collector.auth = \"bearer\" needs at least one token in {} \
+                     (comma-separated)",
+                    self.tokens_env
+                ),
+            ));
+        }
+        let usable = |t: &String| {
+            t.chars().count() >= MIN_TOKEN_CHARS && t.bytes().all(|b| b.is_ascii_graphic())
+        };
+        if !self.tokens.iter().all(usable) {
+            return Err(invalid(
+                "collector.tokens_env",
+                format!(
+                    "every token in {} must be at least {MIN_TOKEN_CHARS} printable ASCII \
+                     characters without spaces",
+                    self.tokens_env
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Each origin is `*` (any page; with bearer auth only) or exactly an
+    /// origin as browsers send it: `scheme://host[:port]`, no path.
+    fn validate_origins(&self) -> Result<(), ConfigError> {
+        const FIELD: &str = "collector.cors_origins";
+        for origin in &self.cors_origins {
+            if origin == "*" {
+                if self.auth != CollectorAuth::Bearer {
+                    return Err(invalid(
+                        FIELD,
+                        "`*` lets any web page post events: only with collector.auth = \"bearer\"",
+                    ));
+                }
+                continue;
+            }
+            let normal = url::Url::parse(origin)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .map(|u| u.origin().ascii_serialization());
+            match normal {
+                Some(normal) if normal == *origin => {}
+                Some(normal) => {
+                    return Err(invalid(
+                        FIELD,
+                        format!("`{origin}`: write it as browsers send it, `{normal}`"),
+                    ));
+                }
+                None => {
+                    return Err(invalid(
+                        FIELD,
+                        format!("`{origin}` is not an origin like https://app.example.com"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A read timeout for request heads.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+
+    /// A read timeout for request bodies.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
+
+    /// How long a request waits for its bronze commit.
+    pub fn ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.ack_timeout_ms)
+    }
+}
+
+/// A comma-separated list: items trimmed, empty ones dropped.
+fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// The default variable holding the collector's bearer tokens.
+pub const COLLECTOR_TOKENS_ENV: &str = "SLUICE_COLLECTOR_TOKENS";
+
+/// Most connections a collector may be configured to serve at once.
+const MAX_CONNECTIONS_LIMIT: usize = 100_000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -235,6 +442,14 @@ impl Default for CollectorConfig {
         CollectorConfig {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 16 * 1024 * 1024,
+            auth: CollectorAuth::None,
+            tokens_env: COLLECTOR_TOKENS_ENV.into(),
+            tokens: Vec::new(),
+            cors_origins: Vec::new(),
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            max_connections: 512,
+            ack_timeout_ms: 10_000,
         }
     }
 }
@@ -311,9 +526,16 @@ impl Config {
             Some(path) => Self::from_file(path)?,
             None => Config::default(),
         };
-        for (key, value) in env {
-            config.apply_env(&key, &value)?;
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        for (key, value) in &env {
+            config.apply_env(key, value)?;
         }
+        // Read after the overrides, which may name another variable.
+        config.collector.tokens = env
+            .iter()
+            .filter(|(key, _)| *key == config.collector.tokens_env)
+            .flat_map(|(_, value)| split_list(value))
+            .collect();
         Ok(config)
     }
 
@@ -360,6 +582,15 @@ impl Config {
             "metrics.listen" => self.metrics.listen = value.into(),
             "collector.listen" => self.collector.listen = value.into(),
             "collector.max_body_bytes" => self.collector.max_body_bytes = parse(&field, value)?,
+            "collector.auth" => self.collector.auth = parse(&field, value)?,
+            "collector.tokens_env" => self.collector.tokens_env = value.into(),
+            "collector.cors_origins" => self.collector.cors_origins = split_list(value),
+            "collector.header_timeout_ms" => {
+                self.collector.header_timeout_ms = parse(&field, value)?
+            }
+            "collector.body_timeout_ms" => self.collector.body_timeout_ms = parse(&field, value)?,
+            "collector.max_connections" => self.collector.max_connections = parse(&field, value)?,
+            "collector.ack_timeout_ms" => self.collector.ack_timeout_ms = parse(&field, value)?,
             "kafka.brokers" => self.kafka.brokers = value.into(),
             "kafka.topic" => self.kafka.topic = value.into(),
             "kafka.group" => self.kafka.group = value.into(),
@@ -515,10 +746,7 @@ impl Config {
                 ),
             ));
         }
-        if self.collector.max_body_bytes < 1024 {
-            return Err(invalid("collector.max_body_bytes", "must be at least 1024"));
-        }
-        Ok(())
+        self.collector.validate()
     }
 
     fn validate_replay(&self) -> Result<(), ConfigError> {
@@ -662,6 +890,147 @@ mod tests {
         let config = Config::load(None, vec![listen, good]).unwrap();
         assert_eq!(config.admin.token.as_deref(), Some(token));
         assert!(!format!("{config:?}").contains(token));
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn collector_limits_have_defaults_and_are_checked() {
+        let config = load_str("").unwrap();
+        let c = &config.collector;
+        assert_eq!(c.auth, CollectorAuth::None);
+        assert_eq!(c.tokens_env, COLLECTOR_TOKENS_ENV);
+        assert!(c.cors_origins.is_empty());
+        assert_eq!(
+            (
+                c.header_timeout_ms,
+                c.body_timeout_ms,
+                c.max_connections,
+                c.ack_timeout_ms
+            ),
+            (10_000, 30_000, 512, 10_000)
+        );
+        let config = load_str(
+            "[collector]\nheader_timeout_ms = 500\nbody_timeout_ms = 700\n\
+             max_connections = 3\nack_timeout_ms = 900\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.collector.header_timeout(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(config.collector.max_connections, 3);
+        for (field, text) in [
+            ("collector.max_connections", "max_connections = 0"),
+            ("collector.header_timeout_ms", "header_timeout_ms = 0"),
+            ("collector.body_timeout_ms", "body_timeout_ms = 0"),
+            ("collector.ack_timeout_ms", "ack_timeout_ms = 0"),
+        ] {
+            let err = load_str(&format!("[collector]\n{text}\n")).unwrap_err();
+            assert!(err.to_string().contains(field), "{err}");
+        }
+        let config = Config::load(None, env(&[("SLUICE_COLLECTOR__ACK_TIMEOUT_MS", "1234")]));
+        assert_eq!(config.unwrap().collector.ack_timeout_ms, 1234);
+    }
+
+    #[test]
+    fn a_collector_open_to_the_network_needs_bearer_auth() {
+        for listen in ["0.0.0.0:8080", "192.168.1.10:8080", "[::]:8080"] {
+            let err = Config::load(None, env(&[("SLUICE_COLLECTOR__LISTEN", listen)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("collector.listen"), "{err}");
+        }
+        for listen in ["127.0.0.1:8080", "[::1]:8080", ""] {
+            Config::load(None, env(&[("SLUICE_COLLECTOR__LISTEN", listen)])).unwrap();
+        }
+        let open = ("SLUICE_COLLECTOR__LISTEN", "0.0.0.0:8080");
+        let bearer = ("SLUICE_COLLECTOR__AUTH", "bearer");
+        let err = Config::load(None, env(&[open, bearer]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("collector.tokens_env"), "{err}");
+        assert!(err.contains(COLLECTOR_TOKENS_ENV), "{err}");
+        let short = (COLLECTOR_TOKENS_ENV, "short");
+        let err = Config::load(None, env(&[open, bearer, short])).unwrap_err();
+        assert!(
+            !err.to_string().contains("short"),
+            "never echoes a token: {err}"
+        );
+        let err = Config::load(None, env(&[("SLUICE_COLLECTOR__AUTH", "basic")])).unwrap_err();
+        assert!(err.to_string().contains("collector.auth"), "{err}");
+    }
+
+    #[test]
+    fn collector_tokens_come_from_the_named_variable_and_are_never_printed() {
+        let tokens = " first-token-0123456789 ,second-token-0123456789,";
+        let config = Config::load(
+            None,
+            env(&[
+                ("SLUICE_COLLECTOR__AUTH", "bearer"),
+                ("SLUICE_COLLECTOR__LISTEN", "0.0.0.0:8080"),
+                (COLLECTOR_TOKENS_ENV, tokens),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.collector.tokens,
+            vec!["first-token-0123456789", "second-token-0123456789"]
+        );
+        assert!(!format!("{config:?}").contains("token-0123"));
+        // Another variable, named in the file, read whatever the order.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "[collector]\nauth = \"bearer\"\ntokens_env = \"MY_TOKENS\"\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&path),
+            env(&[
+                ("MY_TOKENS", "third-token-0123456789"),
+                (COLLECTOR_TOKENS_ENV, tokens),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.collector.tokens, vec!["third-token-0123456789"]);
+    }
+
+    #[test]
+    fn cors_origins_are_exact_origins_and_a_wildcard_needs_auth() {
+        let config = load_str(
+            "[collector]\ncors_origins = [\"https://app.example.com\", \"http://localhost:3000\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.collector.cors_origins.len(), 2);
+        for bad in [
+            "https://app.example.com/",
+            "https://App.example.com",
+            "app.example.com",
+            "ftp://x.example",
+            "*",
+        ] {
+            let err = load_str(&format!("[collector]\ncors_origins = [\"{bad}\"]\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("collector.cors_origins"), "{bad}: {err}");
+        }
+        let config = Config::load(
+            None,
+            env(&[
+                ("SLUICE_COLLECTOR__CORS_ORIGINS", "*"),
+                ("SLUICE_COLLECTOR__AUTH", "bearer"),
+                (COLLECTOR_TOKENS_ENV, "first-token-0123456789"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.collector.cors_origins, vec!["*"]);
     }
 
     #[test]

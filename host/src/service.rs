@@ -350,7 +350,7 @@ async fn start_collector(
     let server = tokio::spawn(http::serve(
         listener,
         tx.clone(),
-        config.collector.max_body_bytes,
+        config.collector.clone(),
         first_offset,
         shutdown,
     ));

@@ -1,15 +1,17 @@
 //! The admin API server. Every route needs `Authorization: Bearer <token>`;
 //! changes go to the pipeline task as [`Control`]s and are answered once
-//! applied at a batch boundary.
+//! applied at a batch boundary. Connections are bounded like the
+//! collector's ([`ADMIN_LIMITS`]): an operator's tool should not be the one
+//! door a slow or flooding client can hold open.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use base64::Engine as _;
@@ -19,18 +21,27 @@ use tokio::sync::{mpsc, oneshot};
 use super::{DeployRequest, ErrorBody, ReplayRequest};
 use crate::lifecycle::{Control, ReplayFrom, Reply, Validator};
 use crate::runtime::Layer;
+use crate::sources::http::access::{self, Tokens};
+use crate::sources::http::listener::{self, Limits};
 
 /// Largest request body (a component in base64 plus fixtures).
 const MAX_BODY_BYTES: usize = 256 << 20;
+
+/// A few operators and scripts, each sending a head at once; a body of up
+/// to [`MAX_BODY_BYTES`] may take a few minutes over a slow link.
+pub const ADMIN_LIMITS: Limits = Limits {
+    header_timeout: Duration::from_secs(10),
+    body_timeout: Duration::from_secs(300),
+    max_connections: 64,
+};
 
 #[derive(Clone)]
 struct Admin {
     control: mpsc::Sender<Control>,
     validator: Validator,
-    token: Arc<str>,
 }
 
-fn router(admin: Admin) -> Router {
+fn router(admin: Admin, tokens: Tokens) -> Router {
     Router::new()
         .route("/v1/plugins", get(list))
         .route("/v1/plugins/{layer}/deploy", post(deploy))
@@ -39,7 +50,10 @@ fn router(admin: Admin) -> Router {
         .route("/v1/plugins/{layer}/shadow", delete(stop_shadow))
         .route("/v1/replay", post(replay))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(admin.clone(), authorize))
+        .layer(middleware::from_fn_with_state(
+            tokens,
+            access::require_bearer,
+        ))
         .with_state(admin)
 }
 
@@ -53,33 +67,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "admin API listening");
-    let admin = Admin {
-        control,
-        validator,
-        token: Arc::from(token),
-    };
-    axum::serve(listener, router(admin))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-async fn authorize(State(admin): State<Admin>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), admin.token.as_bytes()) => {
-            next.run(request).await
-        }
-        _ => error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"),
-    }
-}
-
-/// Compares without an early exit, so timing does not leak the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let admin = Admin { control, validator };
+    let tokens = Tokens::new(&[token]);
+    listener::serve(listener, router(admin, tokens), ADMIN_LIMITS, shutdown).await
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -203,16 +193,4 @@ async fn replay(State(admin): State<Admin>, Json(request): Json<ReplayRequest>) 
         }
     };
     ask(&admin, |reply| Control::Replay { layer, from, reply }).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"secret-token", b"secret-token"));
-        assert!(!constant_time_eq(b"secret-token", b"secret-tokeN"));
-        assert!(!constant_time_eq(b"secret", b"secret-token"));
-    }
 }

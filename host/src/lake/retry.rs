@@ -32,6 +32,9 @@ pub fn is_transient(message: &str) -> bool {
         "retry error",
         "max_retries",
         "eof",
+        // EMFILE/ENFILE: file descriptors run out under a flood of
+        // connections and come back as they close.
+        "too many open files",
     ]
     .iter()
     .any(|marker| m.contains(marker))
@@ -76,6 +79,9 @@ mod tests {
             "Generic MicrosoftAzure error: error sending request for url"
         ));
         assert!(is_transient("Connection refused (os error 111)"));
+        assert!(is_transient(
+            "Generic LocalFileSystem error: Too many open files (os error 24)"
+        ));
         assert!(!is_transient("Not a Delta table: no log files"));
         assert!(!is_transient("Schema mismatch: column x"));
     }
