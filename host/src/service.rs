@@ -59,6 +59,7 @@ fn open_lifecycle(config: &Config) -> anyhow::Result<(Lifecycle, Validator)> {
 /// The pipeline with `lifecycle`'s active plugins, a pending replay finished.
 async fn open_managed(config: &Config, lifecycle: &mut Lifecycle) -> anyhow::Result<Pipeline> {
     let mut pipeline = open_pipeline_with(config, lifecycle.load_plugins()?).await?;
+    pipeline.record_rollbacks_with(lifecycle.rollback_recorder());
     lifecycle.finish_pending_replay(&mut pipeline).await?;
     Ok(pipeline)
 }

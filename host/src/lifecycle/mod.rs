@@ -11,7 +11,7 @@ pub mod registry;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::config::Config;
 use crate::pipeline::shadow::ShadowReport;
-use crate::pipeline::{Pipeline, Plugins, ReplayReport};
+use crate::pipeline::{AutoRollback, Pipeline, Plugins, ReplayReport, RollbackRecorder};
 use crate::plugin_test;
 use crate::runtime::{Layer, Limits, LoadedPlugin, Runtime, embedded};
 use registry::{Action, Entry, PendingReplay, Registry, now_rfc3339};
@@ -178,7 +178,8 @@ impl Validator {
 /// The pipeline task's side: applies [`Control`]s and keeps the registry.
 pub struct Lifecycle {
     validator: Validator,
-    registry: Registry,
+    /// Shared with the pipeline's rollback recorder (see `rollback_recorder`).
+    registry: Arc<Mutex<Registry>>,
     probation_batches: u32,
     /// Per layer, the configured `.wasm` (`None`: the embedded default):
     /// what is active when the registry holds no deploy for the layer.
@@ -195,7 +196,7 @@ impl Lifecycle {
         ]);
         Ok(Lifecycle {
             validator,
-            registry,
+            registry: Arc::new(Mutex::new(registry)),
             probation_batches: config.plugins.probation_batches,
             base,
         })
@@ -205,7 +206,7 @@ impl Lifecycle {
     /// configured one, else the embedded default.
     pub fn load_plugins(&self) -> anyhow::Result<Plugins> {
         let load = |layer: Layer| -> anyhow::Result<LoadedPlugin> {
-            let plugin = match self.registry.stack(layer).last() {
+            let plugin = match self.registry().stack(layer).last() {
                 Some(hash) => self.load_deployed(hash)?,
                 None => self.load_base(layer)?,
             };
@@ -220,7 +221,7 @@ impl Lifecycle {
     }
 
     fn load_deployed(&self, hash: &str) -> anyhow::Result<LoadedPlugin> {
-        let path = self.registry.wasm_path(hash);
+        let path = self.registry().wasm_path(hash);
         self.validator
             .runtime
             .load_file(&path, self.validator.limits)
@@ -259,7 +260,7 @@ impl Lifecycle {
             Control::Promote { layer, reply } => {
                 let result = match pipeline.stop_shadow(layer) {
                     Some((plugin, _)) => {
-                        let wasm = std::fs::read(self.registry.wasm_path(plugin.hash()))
+                        let wasm = std::fs::read(self.registry().wasm_path(plugin.hash()))
                             .map(Arc::new)
                             .map_err(anyhow::Error::from);
                         match wasm {
@@ -313,7 +314,7 @@ impl Lifecycle {
     }
 
     fn record_entry(&mut self, entry: Entry) {
-        if let Err(e) = self.registry.record(entry) {
+        if let Err(e) = self.registry().record(entry) {
             tracing::error!("recording a refused deploy: {e:#}");
         }
     }
@@ -329,7 +330,7 @@ impl Lifecycle {
     ) -> anyhow::Result<Change> {
         let paused = Instant::now();
         pipeline.check_fits(layer, &candidate.plugin)?;
-        self.registry
+        self.registry()
             .store(candidate.plugin.hash(), &candidate.wasm)?;
         pipeline
             .swap(layer, candidate.plugin.clone(), self.probation_batches)
@@ -352,7 +353,7 @@ impl Lifecycle {
         candidate: Candidate,
     ) -> anyhow::Result<Change> {
         pipeline.start_shadow(layer, candidate.plugin.clone())?;
-        self.registry
+        self.registry()
             .store(candidate.plugin.hash(), &candidate.wasm)?;
         self.record(
             pipeline,
@@ -365,7 +366,7 @@ impl Lifecycle {
     }
 
     async fn rollback(&mut self, pipeline: &mut Pipeline, layer: Layer) -> anyhow::Result<Change> {
-        let stack = self.registry.stack(layer);
+        let stack = self.registry().stack(layer);
         anyhow::ensure!(
             !stack.is_empty(),
             "nothing to roll back to: {layer} runs its configured plugin"
@@ -387,27 +388,40 @@ impl Lifecycle {
         )
     }
 
-    /// Records what the pipeline did by itself during the last batch.
+    /// Records what the pipeline did by itself during the last step (an
+    /// automatic rollback the recorder could not write down is written now).
     pub fn after_batch(&mut self, pipeline: &mut Pipeline) {
         for rollback in pipeline.take_auto_rollbacks() {
-            let note = format!(
-                "{} failed batch {}: {}",
-                rollback.failed.meta().producer(),
-                rollback.batch,
-                rollback.reason
-            );
-            let recorded = self.record(
-                pipeline,
-                rollback.layer,
-                &rollback.restored,
-                Action::AutoRollback,
+            crate::metrics::record_swap(
+                rollback.layer.to_string(),
+                Action::AutoRollback.name(),
                 std::time::Duration::ZERO,
-                note,
             );
-            if let Err(e) = recorded {
+            if rollback.recorded {
+                continue;
+            }
+            if let Err(e) = self.registry().record(auto_rollback_entry(&rollback)) {
                 tracing::error!("recording an automatic rollback: {e:#}");
             }
         }
+    }
+
+    /// Writes an automatic rollback to the registry the moment the
+    /// pipeline decides it, before the step it reruns is committed.
+    pub fn rollback_recorder(&self) -> RollbackRecorder {
+        let registry = self.registry.clone();
+        Arc::new(move |rollback: &AutoRollback| {
+            registry
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .record(auto_rollback_entry(rollback))
+        })
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding the lock leaves an appended or unappended
+        // line behind, both of which the registry reads back: go on.
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn record(
@@ -437,13 +451,13 @@ impl Lifecycle {
             pause_micros,
             note,
         };
-        self.registry.record(entry.clone())?;
+        self.registry().record(entry.clone())?;
         Ok(entry)
     }
 
     /// sha256 of every component the history names (deployed, refused…).
     pub fn known_hashes(&self) -> std::collections::HashSet<String> {
-        self.registry
+        self.registry()
             .history()
             .iter()
             .map(|e| e.hash.clone())
@@ -463,7 +477,7 @@ impl Lifecycle {
                     hash: plugin.hash().to_string(),
                     memory_mb: (limits.memory_bytes >> 20) as u64,
                     batch_timeout_ms: limits.batch_timeout.as_millis() as u64,
-                    rollback_depth: self.registry.stack(layer).len(),
+                    rollback_depth: self.registry().stack(layer).len(),
                     shadow: pipeline.shadow(layer).map(|(_, r)| r),
                 }
             })
@@ -472,8 +486,30 @@ impl Lifecycle {
             layers,
             next_batch: pipeline.next_batch(),
             next_bronze_batch: pipeline.next_batch_for(Layer::Bronze),
-            history: self.registry.history().to_vec(),
+            history: self.registry().history().to_vec(),
         }
+    }
+}
+
+/// The history entry of an automatic rollback: the restored version serves
+/// from the step that failed.
+fn auto_rollback_entry(rollback: &AutoRollback) -> Entry {
+    let meta = rollback.restored.meta();
+    Entry {
+        at: now_rfc3339(),
+        layer: rollback.layer.to_string(),
+        action: Action::AutoRollback,
+        name: meta.name.clone(),
+        version: meta.version.clone(),
+        hash: rollback.restored.hash().to_string(),
+        from_batch: rollback.batch,
+        pause_micros: 0,
+        note: format!(
+            "{} failed batch {}: {}",
+            rollback.failed.meta().producer(),
+            rollback.batch,
+            rollback.reason
+        ),
     }
 }
 
@@ -524,17 +560,18 @@ impl Lifecycle {
                 None => pipeline.next_batch(),
             },
         };
-        self.registry
+        self.registry()
             .set_pending_replay(Some(PendingReplay { layer, from_batch }))?;
         let report = pipeline.replay(layer, from_batch).await?;
-        self.registry.set_pending_replay(None)?;
+        self.registry().set_pending_replay(None)?;
         Ok(report)
     }
 
     /// Finishes a replay a previous run was interrupted in. Replays are
     /// idempotent, so it simply runs again.
     pub async fn finish_pending_replay(&mut self, pipeline: &mut Pipeline) -> anyhow::Result<()> {
-        if let Some(pending) = self.registry.pending_replay()? {
+        let pending = self.registry().pending_replay()?;
+        if let Some(pending) = pending {
             tracing::warn!(
                 ?pending,
                 "finishing a replay a previous run left unfinished"

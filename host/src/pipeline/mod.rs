@@ -51,8 +51,8 @@ pub use recovery::{TierPositions, tier_positions};
 pub use replay::ReplayReport;
 pub use silver_tier::SilverCommitted;
 use silver_tier::SilverTier;
-pub use slots::AutoRollback;
 use slots::Slots;
+pub use slots::{AutoRollback, RollbackRecorder};
 
 pub const STAGE_BRONZE: &str = "sluice-bronze";
 pub const STAGE_SILVER: &str = "sluice-silver";

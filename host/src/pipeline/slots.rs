@@ -42,13 +42,21 @@ pub struct AutoRollback {
     pub failed: LoadedPlugin,
     pub restored: LoadedPlugin,
     pub reason: String,
+    /// Whether the [`RollbackRecorder`] wrote it down already.
+    pub recorded: bool,
 }
+
+/// Writes an automatic rollback down durably (the registry), called before
+/// the step it reruns is committed: a crash after that commit must not
+/// bring the failed version back without probation.
+pub type RollbackRecorder = Arc<dyn Fn(&AutoRollback) -> anyhow::Result<()> + Send + Sync>;
 
 struct SlotState {
     plugins: Plugins,
     fallbacks: BTreeMap<Layer, Probation>,
     shadows: BTreeMap<Layer, Shadow>,
     auto_rollbacks: Vec<AutoRollback>,
+    recorder: Option<RollbackRecorder>,
     /// The id the ingest tier gives its next bronze batch. Kept here so a
     /// bronze swap knows exactly from which batch it serves.
     next_bronze: i64,
@@ -71,6 +79,7 @@ impl Slots {
             fallbacks: BTreeMap::new(),
             shadows: BTreeMap::new(),
             auto_rollbacks: Vec::new(),
+            recorder: None,
             next_bronze,
         })))
     }
@@ -171,6 +180,10 @@ impl Slots {
             .map(|s| (s.plugin.clone(), s.report.clone()))
     }
 
+    pub(super) fn set_recorder(&self, recorder: RollbackRecorder) {
+        self.lock().recorder = Some(recorder);
+    }
+
     pub(super) fn take_auto_rollbacks(&self) -> Vec<AutoRollback> {
         std::mem::take(&mut self.lock().auto_rollbacks)
     }
@@ -257,7 +270,8 @@ impl Slots {
     }
 
     /// If `failed` is `layer`'s active plugin and on probation, restores
-    /// the version it replaced and records the rollback.
+    /// the version it replaced and records the rollback (durably first, if
+    /// a recorder is set).
     fn roll_back(
         &self,
         layer: Layer,
@@ -265,25 +279,37 @@ impl Slots {
         failed: &LoadedPlugin,
         failure: &PluginFailure,
     ) -> Option<LoadedPlugin> {
-        let mut state = self.lock();
-        if state.plugins.get(layer).hash() != failed.hash() {
-            return None;
-        }
-        let restored = state.fallbacks.remove(&layer)?.plugin;
+        let (mut rollback, recorder) = {
+            let mut state = self.lock();
+            if state.plugins.get(layer).hash() != failed.hash() {
+                return None;
+            }
+            let restored = state.fallbacks.remove(&layer)?.plugin;
+            state.plugins.set(layer, restored.clone());
+            let rollback = AutoRollback {
+                layer,
+                batch,
+                failed: failed.clone(),
+                restored,
+                reason: failure.to_string(),
+                recorded: false,
+            };
+            (rollback, state.recorder.clone())
+        };
         tracing::error!(
             batch,
             failed = %failed.meta().producer(),
-            restored = %restored.meta().producer(),
+            restored = %rollback.restored.meta().producer(),
             "{failure}; rolling back the {layer} plugin and rerunning the step"
         );
-        state.auto_rollbacks.push(AutoRollback {
-            layer,
-            batch,
-            failed: failed.clone(),
-            restored: restored.clone(),
-            reason: failure.to_string(),
-        });
-        state.plugins.set(layer, restored.clone());
+        if let Some(record) = recorder {
+            match record(&rollback) {
+                Ok(()) => rollback.recorded = true,
+                Err(e) => tracing::error!("recording the automatic rollback: {e:#}"),
+            }
+        }
+        let restored = rollback.restored.clone();
+        self.lock().auto_rollbacks.push(rollback);
         Some(restored)
     }
 
@@ -363,6 +389,12 @@ impl Pipeline {
     /// The shadow candidate of `layer` and its report so far.
     pub fn shadow(&self, layer: Layer) -> Option<(LoadedPlugin, ShadowReport)> {
         self.slots.shadow(layer)
+    }
+
+    /// From now on, each automatic rollback is written down by `recorder`
+    /// before the step it reruns commits.
+    pub fn record_rollbacks_with(&self, recorder: RollbackRecorder) {
+        self.slots.set_recorder(recorder);
     }
 
     /// Rollbacks the pipeline did by itself since the last call.

@@ -131,19 +131,24 @@ async fn every_bad_line_is_accounted_for_and_later_good_events_pass() {
     assert_eq!(good, 20, "every good event, before and after the bad ones");
     let unexplained = common::count(
         &lake,
-        "SELECT COUNT(*) FROM quarantine WHERE reason = '' OR length(raw) = 0",
+        "SELECT COUNT(*) FROM quarantine WHERE reason = '' OR raw IS NULL",
     )
     .await;
     assert_eq!(
         unexplained, 0,
         "every quarantined line has a reason and its bytes"
     );
+    // Raw bytes are cast to text only after the filter: some are not UTF-8.
     let future = common::rows(
         &lake,
-        "SELECT reason FROM quarantine WHERE CAST(raw AS VARCHAR) LIKE '%9999-12-31%'",
+        "SELECT CAST(raw AS VARCHAR) AS raw FROM quarantine WHERE reason = 'future_timestamp'",
     )
     .await;
-    assert_eq!(future, vec![r#"{"reason":"future_timestamp"}"#.to_string()]);
+    let far_future = String::from_utf8(corpus[8].1.clone()).unwrap();
+    assert_eq!(
+        future,
+        vec![serde_json::json!({"raw": far_future}).to_string()]
+    );
     let broken = common::count(
         &lake,
         "SELECT COUNT(*) FROM quarantine \

@@ -15,6 +15,7 @@ use sluice::pipeline::ReplayReport;
 
 use crate::common::{self, Expected};
 
+mod durable_rollback;
 mod js_plugin;
 mod replay;
 mod scaffold;
