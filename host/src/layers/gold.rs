@@ -65,6 +65,10 @@ impl GoldTables {
     /// Opens (creating if needed) each declared table and restores SCD2
     /// histories from what is stored.
     pub async fn open(lake: &Lake, meta: &PluginMeta) -> Result<GoldTables, LakeError> {
+        check_derived(meta).await.map_err(|message| LakeError::Other {
+            table: meta.producer(),
+            message,
+        })?;
         let mut tables = BTreeMap::new();
         for decl in &meta.outputs {
             let (stored, scd2) = match &decl.mode {
@@ -266,6 +270,54 @@ fn scope_values(
 }
 
 /// Runs the derived query restricted to the touched scope values.
+/// Plans each derived table's SQL over empty tables of the declared schemas
+/// and checks it yields the declared columns: a plugin whose derived SQL
+/// cannot run is refused when it is loaded or deployed, not found out at a
+/// step (where it would fail every step, and every restart, again).
+pub async fn check_derived(meta: &PluginMeta) -> Result<(), String> {
+    let ctx = SessionContext::new();
+    for decl in &meta.outputs {
+        let schema = match &decl.mode {
+            WriteMode::Derived(_) => continue,
+            WriteMode::Scd2(spec) => Scd2State::new(spec.clone(), &decl.schema).stored_schema(),
+            _ => decl.schema.clone(),
+        };
+        let empty = deltalake::datafusion::datasource::MemTable::try_new(schema, vec![vec![]])
+            .map_err(|e| format!("table `{}`: {e}", decl.name))?;
+        ctx.register_table(decl.name.as_str(), Arc::new(empty))
+            .map_err(|e| format!("table `{}`: {e}", decl.name))?;
+    }
+    for decl in &meta.outputs {
+        let WriteMode::Derived(spec) = &decl.mode else {
+            continue;
+        };
+        let planned = ctx
+            .sql(&spec.sql)
+            .await
+            .map_err(|e| format!("derived table `{}`: its SQL does not plan: {e}", decl.name))?;
+        let produced = planned.schema().as_arrow().clone();
+        for field in decl.schema.fields() {
+            let column = produced.field_with_name(field.name()).map_err(|_| {
+                format!(
+                    "derived table `{}`: its SQL yields no column `{}`",
+                    decl.name,
+                    field.name()
+                )
+            })?;
+            if !deltalake::arrow::compute::can_cast_types(column.data_type(), field.data_type()) {
+                return Err(format!(
+                    "derived table `{}`: column `{}` is {}, not castable to the declared {}",
+                    decl.name,
+                    field.name(),
+                    column.data_type(),
+                    field.data_type()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn recompute(
     ctx: &SessionContext,
     spec: &DerivedSpec,
@@ -289,4 +341,74 @@ async fn recompute(
         .await
         .map_err(|e| format!("derived query: {e}"))?;
     deltalake::arrow::compute::concat_batches(&schema, &batches).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Layer;
+    use crate::runtime::contract::{MergeOp, MergeSpec, Measure, RequestedLimits};
+    use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+    fn meta_with_derived(sql: &str) -> PluginMeta {
+        let usage = Arc::new(Schema::new(vec![
+            Field::new("day", DataType::Int32, false),
+            Field::new("events", DataType::Int64, false),
+        ]));
+        let daily = Arc::new(Schema::new(vec![
+            Field::new("day", DataType::Int32, false),
+            Field::new("total", DataType::Int64, false),
+        ]));
+        let table = |name: &str, schema: &SchemaRef, mode: WriteMode| TableDecl {
+            name: name.into(),
+            description: String::new(),
+            schema: schema.clone(),
+            partition_by: Vec::new(),
+            mode,
+        };
+        PluginMeta {
+            name: "gold".into(),
+            version: "1".into(),
+            layer: Layer::Gold,
+            description: String::new(),
+            outputs: vec![
+                table(
+                    "usage",
+                    &usage,
+                    WriteMode::Merge(MergeSpec {
+                        keys: vec!["day".into()],
+                        measures: vec![Measure {
+                            column: "events".into(),
+                            op: MergeOp::Sum,
+                        }],
+                        order_by: None,
+                    }),
+                ),
+                table(
+                    "daily",
+                    &daily,
+                    WriteMode::Derived(DerivedSpec {
+                        sql: sql.into(),
+                        keys: vec!["day".into()],
+                        scope: "day".into(),
+                    }),
+                ),
+            ],
+            requested: RequestedLimits::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn derived_sql_that_cannot_run_is_refused_naming_the_table() {
+        let good = "SELECT day, SUM(events) AS total FROM usage GROUP BY day";
+        assert_eq!(check_derived(&meta_with_derived(good)).await, Ok(()));
+        for (sql, expected) in [
+            ("SELECT day, SUM(events) AS total FROM nowhere GROUP BY day", "does not plan"),
+            ("SELECT day FROM usage", "no column `total`"),
+            ("SELEKT 1", "does not plan"),
+        ] {
+            let err = check_derived(&meta_with_derived(sql)).await.unwrap_err();
+            assert!(err.contains("`daily`") && err.contains(expected), "{sql}: {err}");
+        }
+    }
 }

@@ -368,6 +368,11 @@ impl Pipeline {
         probation: u32,
     ) -> anyhow::Result<LoadedPlugin> {
         self.slots.check_fits(layer, &plugin)?;
+        if layer == Layer::Gold {
+            crate::layers::gold::check_derived(plugin.meta())
+                .await
+                .map_err(anyhow::Error::msg)?;
+        }
         let previous = self.slots.swap(layer, plugin, probation);
         let slots = self.slots.clone();
         self.gold_mut()?.ensure_tables(&slots).await?;
