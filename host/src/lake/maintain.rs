@@ -61,9 +61,10 @@ impl Policy {
             return Err(other_err(
                 "(lake)",
                 format!(
-                    "a vacuum retention of {:?} is below the floor of {:?}: readers of \
+                    "a vacuum retention of {} h is below the floor of {} h: readers of \
                      older versions may still need those files",
-                    self.retention, RETENTION_FLOOR
+                    self.retention.as_secs_f64() / 3_600.0,
+                    RETENTION_FLOOR.as_secs() / 3_600
                 ),
             ));
         }
@@ -222,7 +223,13 @@ async fn compact(name: &str, table: DeltaTable, target: u64) -> Result<(DeltaTab
     let mut table = table;
     table.update_state().await.map_err(delta_err(name))?;
     let target = NonZeroU64::new(target.max(1)).unwrap_or(NonZeroU64::MIN);
-    match table.clone().optimize().with_target_size(target).await {
+    // One file rewritten at a time: the pipeline keeps the other core.
+    let optimize = table
+        .clone()
+        .optimize()
+        .with_target_size(target)
+        .with_max_concurrent_tasks(1);
+    match optimize.await {
         Ok((table, metrics)) => {
             if metrics.num_files_added > 0 {
                 *layout = table.version();
