@@ -41,6 +41,77 @@ pub struct Config {
     pub warehouse: crate::sinks::warehouse::WarehouseConfig,
     /// An Event Hub to consume over AMQP (disabled while `hub` is empty).
     pub eventhubs: crate::sources::eventhubs::EventHubsConfig,
+    /// Periodic table maintenance: compaction, checkpoints, vacuum.
+    pub maintenance: MaintenanceConfig,
+}
+
+/// Table maintenance (`sluice run` every `interval_secs`, `sluice maintain`
+/// once): compact small files, checkpoint, vacuum what no reader within
+/// the retention needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceConfig {
+    /// Seconds between two rounds in `sluice run`; 0 turns them off there.
+    pub interval_secs: u64,
+    /// Compaction writes files of about this many MiB.
+    pub target_file_mb: u64,
+    /// Vacuum deletes data files removed from a table longer ago than this
+    /// (at least 1: a reader of an older version may still need them).
+    pub vacuum_retention_hours: u64,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        MaintenanceConfig {
+            interval_secs: 3_600,
+            target_file_mb: 128,
+            vacuum_retention_hours: 168,
+        }
+    }
+}
+
+impl MaintenanceConfig {
+    /// Refuses values maintenance cannot run with, naming the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=4_096).contains(&self.target_file_mb) {
+            return Err(invalid(
+                "maintenance.target_file_mb",
+                "must be between 1 and 4096",
+            ));
+        }
+        let floor = crate::lake::maintain::RETENTION_FLOOR.as_secs() / 3_600;
+        if self.vacuum_retention_hours < floor {
+            return Err(invalid(
+                "maintenance.vacuum_retention_hours",
+                format!(
+                    "must be at least {floor}: readers of older versions rely on the files \
+                     vacuum would delete"
+                ),
+            ));
+        }
+        if self.vacuum_retention_hours > 24 * 365 * 100 {
+            return Err(invalid(
+                "maintenance.vacuum_retention_hours",
+                "must be at most 876000 (100 years)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The maintenance policy these settings give, compacting every table.
+    pub fn policy(&self) -> crate::lake::Policy {
+        crate::lake::Policy {
+            target_file_bytes: self.target_file_mb << 20,
+            retention: Duration::from_secs(self.vacuum_retention_hours * 3_600),
+            force_retention: false,
+            compact_only: None,
+        }
+    }
+
+    /// How often `sluice run` maintains the lake, if at all.
+    pub fn interval(&self) -> Option<Duration> {
+        (self.interval_secs > 0).then(|| Duration::from_secs(self.interval_secs))
+    }
 }
 
 /// When a bronze batch closes (group commit of the ingest tier).
@@ -400,6 +471,7 @@ impl Default for Config {
             kafka: Default::default(),
             warehouse: Default::default(),
             eventhubs: Default::default(),
+            maintenance: Default::default(),
         }
     }
 }
@@ -471,6 +543,8 @@ pub struct Uses {
     pub kafka: bool,
     pub eventhubs: bool,
     pub warehouse: bool,
+    /// `maintenance`: compaction, checkpoints, vacuum.
+    pub maintenance: bool,
 }
 
 impl Uses {
@@ -484,6 +558,7 @@ impl Uses {
         kafka: true,
         eventhubs: true,
         warehouse: true,
+        maintenance: true,
     };
     /// Nothing: commands that talk to a running host or write files.
     pub const NOTHING: Uses = Uses {
@@ -495,6 +570,7 @@ impl Uses {
         kafka: false,
         eventhubs: false,
         warehouse: false,
+        maintenance: false,
     };
     /// Reading the lake only: `query`, `report`.
     pub const LAKE: Uses = Uses {
@@ -605,6 +681,11 @@ impl Config {
                 self.lake_options.0.insert(key, value.to_string());
             }
             f if f.starts_with("warehouse.") => self.warehouse.apply_env(&field, value)?,
+            "maintenance.interval_secs" => self.maintenance.interval_secs = parse(&field, value)?,
+            "maintenance.target_file_mb" => self.maintenance.target_file_mb = parse(&field, value)?,
+            "maintenance.vacuum_retention_hours" => {
+                self.maintenance.vacuum_retention_hours = parse(&field, value)?
+            }
             "eventhubs.hub" => self.eventhubs.hub = value.into(),
             "eventhubs.consumer_group" => self.eventhubs.consumer_group = value.into(),
             "eventhubs.connection_string_env" => {
@@ -657,6 +738,9 @@ impl Config {
         }
         if uses.eventhubs {
             self.eventhubs.validate()?;
+        }
+        if uses.maintenance {
+            self.maintenance.validate()?;
         }
         Ok(())
     }
@@ -1056,5 +1140,63 @@ mod tests {
         // A value that does not parse is refused whatever the command.
         let bad = vec![("SLUICE_BATCH__MAX_EVENTS".to_string(), "x".to_string())];
         assert!(Config::read(None, bad).is_err());
+    }
+
+    #[test]
+    fn maintenance_defaults_parse_and_env_overrides() {
+        let config = load_str("").unwrap();
+        assert_eq!(
+            config.maintenance.interval(),
+            Some(Duration::from_secs(3_600))
+        );
+        assert_eq!(config.maintenance.vacuum_retention_hours, 168);
+        let policy = config.maintenance.policy();
+        assert_eq!(policy.target_file_bytes, 128 << 20);
+        assert_eq!(policy.retention, Duration::from_secs(168 * 3_600));
+        let config = load_str(
+            "[maintenance]\ninterval_secs = 0\ntarget_file_mb = 8\nvacuum_retention_hours = 24\n",
+        )
+        .unwrap();
+        assert_eq!(config.maintenance.interval(), None, "0 turns it off");
+        assert_eq!(config.maintenance.policy().target_file_bytes, 8 << 20);
+        let env = vec![(
+            "SLUICE_MAINTENANCE__VACUUM_RETENTION_HOURS".to_string(),
+            "2".to_string(),
+        )];
+        let config = Config::load(None, env).unwrap();
+        assert_eq!(config.maintenance.vacuum_retention_hours, 2);
+    }
+
+    #[test]
+    fn maintenance_values_are_refused_naming_the_field() {
+        let err = load_str("[maintenance]\nvacuum_retention_hours = 0\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("maintenance.vacuum_retention_hours"),
+            "{err}"
+        );
+        let err = load_str("[maintenance]\ntarget_file_mb = 0\n").unwrap_err();
+        assert!(
+            err.to_string().contains("maintenance.target_file_mb"),
+            "{err}"
+        );
+        let env = vec![(
+            "SLUICE_MAINTENANCE__INTERVAL_SECS".to_string(),
+            "soon".to_string(),
+        )];
+        let err = Config::load(None, env).unwrap_err();
+        assert!(
+            err.to_string().contains("maintenance.interval_secs"),
+            "{err}"
+        );
+        let err = load_str("[maintenance]\nintervl_secs = 5\n").unwrap_err();
+        assert!(err.to_string().contains("intervl_secs"), "{err}");
+        // Only commands that maintain the lake check the section.
+        let env = vec![(
+            "SLUICE_MAINTENANCE__TARGET_FILE_MB".to_string(),
+            "0".to_string(),
+        )];
+        let config = Config::read(None, env).unwrap();
+        config.validate_for(Uses::LAKE).unwrap();
     }
 }

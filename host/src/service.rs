@@ -1,6 +1,7 @@
 //! Wires a running service together: plugins, lake, pipeline, the sources
 //! feeding it (collector, file replay, Kafka), the admin API, the watched
-//! plugin directory and the warehouse loader, with graceful stop.
+//! plugin directory, the warehouse loader and table maintenance, with
+//! graceful stop.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -176,6 +177,7 @@ pub async fn run(
         (open_managed(config, &mut lifecycle).await?, None)
     };
     let loader = start_warehouse(config, &pipeline).await?;
+    let maintenance = start_maintenance(config, sharing.is_some()).await?;
     let (control_tx, control_rx) = mpsc::channel::<Control>(CHANNEL_ENVELOPES);
     let admin = start_admin(config, &control_tx, &validator, stop.clone()).await?;
     if let Some(dir) = &config.plugins.watch_dir {
@@ -231,6 +233,11 @@ pub async fn run(
         // partition claims only once their records are committed.
         kafka.await.context("kafka source task")??;
     }
+    if let Some((done, task)) = maintenance {
+        // Stops at its next wait or between two tables of a round.
+        let _ = done.send(true);
+        task.await.context("maintenance task")?;
+    }
     if let Some((done, task, lake)) = loader {
         // Last load after the last commit, so the warehouse ends level with gold.
         let _ = done.send(true);
@@ -270,6 +277,100 @@ async fn start_warehouse(
         stop,
     ));
     Ok(Some((done, task, lake)))
+}
+
+/// The tables the pipeline only appends to (replays aside): compacting them
+/// commutes with a running host's commits, even one in another process.
+pub fn appended_tables() -> Vec<String> {
+    [
+        crate::layers::bronze::TABLE,
+        crate::layers::silver::TABLE,
+        crate::layers::quarantine::TABLE,
+        crate::pipeline::BATCHES_TABLE,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Starts maintaining the lake every `maintenance.interval_secs`, on a task
+/// of its own (never the pipeline's), until the returned sender says stop.
+/// With instances sharing the lake only the appended tables are compacted:
+/// the layout lock that orders compaction and rewrites works within one
+/// process.
+async fn start_maintenance(
+    config: &Config,
+    shared: bool,
+) -> anyhow::Result<Option<MaintenanceTask>> {
+    let Some(interval) = config.maintenance.interval() else {
+        return Ok(None);
+    };
+    let mut policy = config.maintenance.policy();
+    if shared {
+        policy.compact_only = Some(appended_tables());
+    }
+    let lake = open_lake(config).await?;
+    let (done, stop) = watch::channel(false);
+    let task = tokio::spawn(maintain_continuously(lake, policy, interval, stop));
+    Ok(Some((done, task)))
+}
+
+type MaintenanceTask = (watch::Sender<bool>, tokio::task::JoinHandle<()>);
+
+/// A maintenance round every `interval` until `stop`, which is also
+/// checked between tables; failures are logged and the next round tries
+/// again.
+async fn maintain_continuously(
+    lake: Lake,
+    policy: crate::lake::Policy,
+    interval: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let names = match lake.table_names().await {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::error!(error = %e, "table maintenance failed; retrying next round");
+                continue;
+            }
+        };
+        let mut round = crate::lake::Round::default();
+        for name in names {
+            if *stop.borrow() {
+                return;
+            }
+            match lake.maintain_table(&name, &policy).await {
+                Ok(report) => round.tables.push(report),
+                Err(e) => round.failures.push(e),
+            }
+        }
+        log_round(&round);
+    }
+}
+
+/// Logs what a maintenance round did, table by table.
+pub fn log_round(round: &crate::lake::Round) {
+    for t in &round.tables {
+        tracing::info!(
+            table = %t.table,
+            live_files_before = t.live_files.0,
+            live_files_after = t.live_files.1,
+            stored_files_before = t.before.data_files,
+            stored_files_after = t.after.data_files,
+            bytes_before = t.before.bytes(),
+            bytes_after = t.after.bytes(),
+            vacuumed = t.vacuumed,
+            checkpoint = ?t.checkpoint,
+            compaction = ?t.compaction,
+            "table maintained"
+        );
+    }
+    for e in &round.failures {
+        tracing::error!(error = %e, "table maintenance failed; retrying next round");
+    }
 }
 
 type Collector = (SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>);

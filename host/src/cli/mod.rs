@@ -2,6 +2,7 @@
 //! with their context chain and a non-zero exit.
 
 mod demo;
+mod maintain;
 mod plugin;
 mod simulate;
 mod simulate_eventhubs;
@@ -60,6 +61,9 @@ enum Command {
     /// Load gold into the configured SQL warehouse.
     #[command(subcommand)]
     Warehouse(warehouse::WarehouseCommand),
+    /// One round of table maintenance: compact small files, checkpoint,
+    /// vacuum files older than the retention; prints files and bytes.
+    Maintain(maintain::MaintainArgs),
 }
 
 #[derive(clap::Args)]
@@ -181,6 +185,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 ..Uses::LAKE
             };
             warehouse::run(load_config(&cli, uses, |_| {})?, command).await
+        }
+        Command::Maintain(args) => {
+            let uses = Uses {
+                maintenance: true,
+                ..Uses::LAKE
+            };
+            maintain::run(&load_config(&cli, uses, |_| {})?, args).await
         }
     }
 }

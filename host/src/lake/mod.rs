@@ -8,6 +8,7 @@
 
 mod container;
 pub mod location;
+pub mod maintain;
 mod merge;
 mod retry;
 
@@ -26,6 +27,7 @@ use deltalake::{DeltaTable, DeltaTableError, StructType};
 use url::Url;
 
 pub use location::{LakeRoot, StorageOptions};
+pub use maintain::{Compaction, Policy, Round, TableReport, Usage};
 pub use merge::{conform, merge_plan_sql};
 pub use retry::delays as retry_delays;
 
@@ -353,7 +355,22 @@ impl LakeTable {
         batch: i64,
         rows: Vec<RecordBatch>,
     ) -> Result<bool> {
+        let _layout = self.rewrite_guard().await?;
         self.write(stage, batch, rows, SaveMode::Overwrite).await
+    }
+
+    /// Takes the table's layout lock for a commit that rewrites files, and
+    /// reloads first if a compaction committed after this handle's
+    /// snapshot: a rewrite from an older snapshot would keep the compacted
+    /// copy of the rows it replaces (see `maintain.rs`).
+    async fn rewrite_guard(&mut self) -> Result<tokio::sync::OwnedMutexGuard<Option<u64>>> {
+        let guard = maintain::layout_lock(self.table.table_url()).await;
+        if let Some(compacted) = *guard
+            && self.table.version().is_none_or(|v| v < compacted)
+        {
+            self.reload().await?;
+        }
+        Ok(guard)
     }
 
     async fn write(
@@ -420,6 +437,7 @@ impl LakeTable {
     /// with `rows`, in one commit. Every new row must match the predicate.
     /// Used by replays, which rewrite a range outside the batch protocol.
     pub async fn replace_where(&mut self, predicate: &str, rows: Vec<RecordBatch>) -> Result<()> {
+        let _layout = self.rewrite_guard().await?;
         let table = self
             .table
             .clone()
@@ -435,6 +453,7 @@ impl LakeTable {
     /// Replaces the whole table with `rows` in one commit, outside the batch
     /// protocol (replays).
     pub async fn replace_all(&mut self, rows: Vec<RecordBatch>) -> Result<()> {
+        let _layout = self.rewrite_guard().await?;
         let table = self
             .table
             .clone()
@@ -455,6 +474,7 @@ impl LakeTable {
         spec: &crate::runtime::contract::MergeSpec,
         ctx: &SessionContext,
     ) -> Result<bool> {
+        let _layout = self.rewrite_guard().await?;
         let name = self.name.clone();
         self.retrying(stage, batch, |table| {
             merge::merge_into(
@@ -479,6 +499,7 @@ impl LakeTable {
         keys: &[String],
         ctx: &SessionContext,
     ) -> Result<bool> {
+        let _layout = self.rewrite_guard().await?;
         let name = self.name.clone();
         self.retrying(stage, batch, |table| {
             merge::upsert(

@@ -17,6 +17,7 @@ mod hostile;
 mod interop;
 mod kafka;
 mod lifecycle;
+mod maintain;
 mod metrics;
 mod synapse;
 mod warehouse;
