@@ -65,10 +65,12 @@ impl GoldTables {
     /// Opens (creating if needed) each declared table and restores SCD2
     /// histories from what is stored.
     pub async fn open(lake: &Lake, meta: &PluginMeta) -> Result<GoldTables, LakeError> {
-        check_derived(meta).await.map_err(|message| LakeError::Other {
-            table: meta.producer(),
-            message,
-        })?;
+        check_derived(meta)
+            .await
+            .map_err(|message| LakeError::Other {
+                table: meta.producer(),
+                message,
+            })?;
         let mut tables = BTreeMap::new();
         for decl in &meta.outputs {
             let (stored, scd2) = match &decl.mode {
@@ -347,7 +349,7 @@ async fn recompute(
 mod tests {
     use super::*;
     use crate::runtime::Layer;
-    use crate::runtime::contract::{MergeOp, MergeSpec, Measure, RequestedLimits};
+    use crate::runtime::contract::{Measure, MergeOp, MergeSpec, RequestedLimits};
     use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
     fn meta_with_derived(sql: &str) -> PluginMeta {
@@ -403,12 +405,18 @@ mod tests {
         let good = "SELECT day, SUM(events) AS total FROM usage GROUP BY day";
         assert_eq!(check_derived(&meta_with_derived(good)).await, Ok(()));
         for (sql, expected) in [
-            ("SELECT day, SUM(events) AS total FROM nowhere GROUP BY day", "does not plan"),
+            (
+                "SELECT day, SUM(events) AS total FROM nowhere GROUP BY day",
+                "does not plan",
+            ),
             ("SELECT day FROM usage", "no column `total`"),
             ("SELEKT 1", "does not plan"),
         ] {
             let err = check_derived(&meta_with_derived(sql)).await.unwrap_err();
-            assert!(err.contains("`daily`") && err.contains(expected), "{sql}: {err}");
+            assert!(
+                err.contains("`daily`") && err.contains(expected),
+                "{sql}: {err}"
+            );
         }
     }
 }

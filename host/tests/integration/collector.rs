@@ -116,6 +116,35 @@ pub async fn start_collector(
     (url, stop_tx, service)
 }
 
+/// Starts the collector with a silver plugin that spins on its first batch
+/// until its time budget ends (4 s, twice: it is retried once), and posts
+/// the event that makes it spin.
+async fn start_with_silver_stalled(
+    config: &mut sluice::config::Config,
+) -> (
+    String,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<anyhow::Result<sluice::pipeline::Totals>>,
+    reqwest::Client,
+) {
+    config.collector.listen = "127.0.0.1:0".into();
+    config.plugins.silver = Some(env!("SLUICE_PLUGIN_HOSTILE").into());
+    config.plugins.batch_timeout_ms = 4_000;
+    config.batch.linger_ms = 5;
+    let (url, stop_tx, service) = start_collector(config.clone()).await;
+    let client = reqwest::Client::new();
+    let mut hostile: serde_json::Value = serde_json::from_str(&event(0)).unwrap();
+    hostile["note"] = "HOSTILE_LOOP".into();
+    let response = client
+        .post(&url)
+        .body(hostile.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    (url, stop_tx, service, client)
+}
+
 /// The ingest tier acknowledges from bronze and never waits for silver or
 /// gold: while the silver plugin spins on one batch until its time budget
 /// ends (twice: it is retried once), other producers' requests are
@@ -126,22 +155,7 @@ async fn acknowledgements_do_not_wait_for_silver_or_gold() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let mut config = common::replay_config(&lake, Vec::new(), 10_000);
-    config.collector.listen = "127.0.0.1:0".into();
-    config.plugins.silver = Some(env!("SLUICE_PLUGIN_HOSTILE").into());
-    config.plugins.batch_timeout_ms = 4_000;
-    config.batch.linger_ms = 5;
-    let (url, stop_tx, service) = start_collector(config).await;
-    let client = reqwest::Client::new();
-
-    let mut hostile: serde_json::Value = serde_json::from_str(&event(0)).unwrap();
-    hostile["note"] = "HOSTILE_LOOP".into();
-    let response = client
-        .post(&url)
-        .body(hostile.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 202);
+    let (url, stop_tx, service, client) = start_with_silver_stalled(&mut config).await;
     // The refine tier now spins for at least 8 s on that batch. Ten more
     // producers post one event each, one after the other.
     for i in 1..=10 {
@@ -408,23 +422,8 @@ async fn a_stalled_pipeline_answers_503_with_retry_after_and_says_what_was_store
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let mut config = common::replay_config(&lake, Vec::new(), 1);
-    config.collector.listen = "127.0.0.1:0".into();
     config.collector.ack_timeout_ms = 1_500;
-    config.plugins.silver = Some(env!("SLUICE_PLUGIN_HOSTILE").into());
-    config.plugins.batch_timeout_ms = 4_000;
-    config.batch.linger_ms = 5;
-    let (url, stop_tx, service) = start_collector(config).await;
-    let client = reqwest::Client::new();
-
-    let mut hostile: serde_json::Value = serde_json::from_str(&event(0)).unwrap();
-    hostile["note"] = "HOSTILE_LOOP".into();
-    let response = client
-        .post(&url)
-        .body(hostile.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 202);
+    let (url, stop_tx, service, client) = start_with_silver_stalled(&mut config).await;
     // The refine tier spins on that batch for 8 s or more; the ingest tier
     // may run three one-event batches further ahead.
     for i in 1..=3 {

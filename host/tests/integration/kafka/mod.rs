@@ -69,7 +69,7 @@ pub struct Broker {
 impl Broker {
     pub fn start(dir: &Path) -> Option<Broker> {
         let binary = tansu_binary()?;
-        let port = free_port();
+        let port = common::free_port();
         let mut broker = Broker {
             binary,
             dir: dir.to_path_buf(),
@@ -118,14 +118,6 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn wait_for_port(port: u16) {

@@ -12,14 +12,6 @@ use sluice::lifecycle::registry::{Action, Registry};
 
 use super::{Host, TOKEN, host_config, panic_event, silver_version, test_plugin};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Polls the admin API until it answers (the binary is up).
 async fn wait_for_admin(admin: &AdminClient) -> Status {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -36,7 +28,7 @@ async fn wait_for_admin(admin: &AdminClient) -> Status {
 async fn an_automatic_rollback_survives_a_crash_right_after_the_rerun_commits() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let (collector, admin_port) = (free_port(), free_port());
+    let (collector, admin_port) = (crate::common::free_port(), crate::common::free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["run", "--lake"])
         .arg(&lake)
