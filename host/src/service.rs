@@ -19,7 +19,7 @@ use crate::pipeline::shared::SharedLake;
 use crate::pipeline::{BatchReport, Pipeline, Plugins, Totals};
 use crate::runtime::Runtime;
 use crate::sinks::warehouse;
-use crate::sources::{Envelope, eventhubs, file, http, kafka};
+use crate::sources::{Envelope, SourceContext, eventhubs, file, http, kafka};
 
 /// Envelopes buffered between sources and the pipeline; beyond this, sources
 /// wait (backpressure).
@@ -190,19 +190,22 @@ pub async fn run(
     }
     drop(control_tx);
     let (tx, rx) = mpsc::channel::<Envelope>(CHANNEL_ENVELOPES);
-    let collector_offset = pipeline
-        .positions()
-        .get(&(http::SOURCE.to_string(), http::PARTITION.to_string()))
-        .map_or(0, |last| last + 1);
-    let collector = start_collector(config, &tx, collector_offset, stop.clone()).await?;
-    let replay = start_replay(config, &pipeline, &tx)?;
+    let sources = SourceContext {
+        positions: pipeline.positions().clone(),
+        chunk: config.batch.max_events.clamp(1, 10_000),
+        tx,
+        stop: stop.clone(),
+    };
+    let collector = start_collector(config, &sources).await?;
+    let replay = start_replay(config, &sources)?;
     let hub_lake = sharing.as_ref().map(|s| s.lake.clone());
-    let hub = start_eventhubs(config, &pipeline, &tx, stop.clone(), hub_lake);
+    let hub = start_eventhubs(config, &sources, hub_lake);
     // Kafka shares its partitions only when asked to, even if the lake is
     // shared for the Event Hubs source.
     let kafka_sharing = sharing.filter(|_| config.kafka.share_partitions);
-    let kafka = start_kafka(config, &pipeline, &tx, stop.clone(), kafka_sharing);
-    drop(tx);
+    let kafka = start_kafka(config, &sources, kafka_sharing);
+    // The channel closes once every source is done with its copy.
+    drop(sources);
     on_ready(Ready {
         collector: collector.as_ref().map(|(addr, _)| *addr),
         admin: admin.as_ref().map(|(addr, _)| *addr),
@@ -430,9 +433,7 @@ async fn start_admin(
 
 async fn start_collector(
     config: &Config,
-    tx: &mpsc::Sender<Envelope>,
-    first_offset: i64,
-    mut stop: watch::Receiver<bool>,
+    sources: &SourceContext,
 ) -> anyhow::Result<Option<Collector>> {
     if config.collector.listen.is_empty() {
         return Ok(None);
@@ -446,53 +447,39 @@ async fn start_collector(
         .await
         .with_context(|| format!("binding the collector to {addr}"))?;
     let bound = listener.local_addr()?;
-    let shutdown = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
     let server = tokio::spawn(http::serve(
         listener,
-        tx.clone(),
         config.collector.clone(),
-        first_offset,
-        shutdown,
+        sources.clone(),
     ));
     Ok(Some((bound, server)))
 }
 
 fn start_replay(
     config: &Config,
-    pipeline: &Pipeline,
-    tx: &mpsc::Sender<Envelope>,
+    sources: &SourceContext,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<anyhow::Result<u64>>>> {
     if config.replay.is_empty() {
         return Ok(None);
     }
     let files = file::expand(&config.replay)?;
-    let positions = pipeline.positions().clone();
-    let chunk = config.batch.max_events.clamp(1, 10_000);
-    let tx = tx.clone();
+    let sources = sources.clone();
     Ok(Some(tokio::task::spawn_blocking(move || {
-        file::replay(&files, &positions, chunk, &tx)
+        file::replay(&files, &sources)
     })))
 }
 
 fn start_kafka(
     config: &Config,
-    pipeline: &Pipeline,
-    tx: &mpsc::Sender<Envelope>,
-    stop: watch::Receiver<bool>,
+    sources: &SourceContext,
     sharing: Option<kafka::Sharing>,
 ) -> Option<KafkaTask> {
     if !config.kafka.enabled() {
         return None;
     }
-    let chunk = config.batch.max_events.clamp(1, 10_000);
     Some(tokio::spawn(kafka::run(
         config.kafka.clone(),
-        pipeline.positions().clone(),
-        chunk,
-        tx.clone(),
-        stop,
+        sources.clone(),
         sharing,
     )))
 }
@@ -501,22 +488,13 @@ fn start_kafka(
 /// positions of partitions claimed later.
 fn start_eventhubs(
     config: &Config,
-    pipeline: &Pipeline,
-    tx: &mpsc::Sender<Envelope>,
-    stop: watch::Receiver<bool>,
+    sources: &SourceContext,
     lake: Option<Lake>,
 ) -> Option<tokio::task::JoinHandle<anyhow::Result<()>>> {
     if !config.eventhubs.enabled() {
         return None;
     }
-    let source = eventhubs::run(
-        config.eventhubs.clone(),
-        pipeline.positions().clone(),
-        config.batch.max_events.clamp(1, 10_000),
-        tx.clone(),
-        stop,
-        lake,
-    );
+    let source = eventhubs::run(config.eventhubs.clone(), sources.clone(), lake);
     Some(tokio::spawn(async move {
         // Said at once: the service keeps running (and draining) meanwhile.
         let result = source.await;

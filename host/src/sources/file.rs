@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::{Envelope, Positions, RawRecord};
+use super::{Envelope, RawRecord, SourceContext};
 
 pub const SOURCE: &str = "file";
 
@@ -45,12 +45,14 @@ pub fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 /// Sends every line after the committed position of each file, in chunks of
 /// `chunk` records. Blocking: run it on a blocking thread. Returns the number
 /// of records sent; stops early if the pipeline goes away.
-pub fn replay(
-    files: &[PathBuf],
-    positions: &Positions,
-    chunk: usize,
-    tx: &mpsc::Sender<Envelope>,
-) -> anyhow::Result<u64> {
+pub fn replay(files: &[PathBuf], ctx: &SourceContext) -> anyhow::Result<u64> {
+    let SourceContext {
+        positions,
+        chunk,
+        tx,
+        ..
+    } = ctx;
+    let chunk = *chunk;
     let source: Arc<str> = Arc::from(SOURCE);
     let mut sent = 0;
     for file in files {

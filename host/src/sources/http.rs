@@ -39,7 +39,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{Envelope, RawRecord};
+use super::{Envelope, RawRecord, SourceContext};
 use crate::config::{CollectorAuth, CollectorConfig};
 
 pub const SOURCE: &str = "http";
@@ -235,15 +235,18 @@ pub fn split_body(body: &Bytes) -> Result<Vec<Bytes>, String> {
     Ok(lines)
 }
 
-/// Serves the collector until `shutdown` resolves; offsets continue from
-/// `first_offset` (one past the lake's position of the collector).
+/// Serves the collector until the service stops; offsets continue from one
+/// past the lake's position of the collector.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    tx: mpsc::Sender<Envelope>,
     config: CollectorConfig,
-    first_offset: i64,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ctx: SourceContext,
 ) -> std::io::Result<()> {
+    let first_offset = ctx.next_offset(SOURCE, PARTITION);
+    let (tx, mut stop) = (ctx.tx, ctx.stop);
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, first_offset, auth = ?config.auth, "collector listening");
     let router = router(tx, &config, first_offset);

@@ -13,9 +13,31 @@ pub mod file;
 pub mod http;
 pub mod kafka;
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use crate::record::{Positions, RawRecord};
+
+/// What every source is started with: where to resume, how many records
+/// an envelope may carry, where envelopes go, and when to stop.
+#[derive(Clone)]
+pub struct SourceContext {
+    /// Committed positions in the lake; a source resumes after them.
+    pub positions: Positions,
+    /// Records per envelope at most.
+    pub chunk: usize,
+    pub tx: mpsc::Sender<Envelope>,
+    /// Turns true when the service stops: sources stop reading.
+    pub stop: watch::Receiver<bool>,
+}
+
+impl SourceContext {
+    /// The next offset of `(source, partition)`: one past its position.
+    pub fn next_offset(&self, source: &str, partition: &str) -> i64 {
+        self.positions
+            .get(&(source.to_string(), partition.to_string()))
+            .map_or(0, |last| last + 1)
+    }
+}
 
 /// Records that travel together; `ack` fires once they are durable in bronze
 /// (or the pipeline failed to make them so).

@@ -24,7 +24,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::blob_checkpoints::{BlobCheckpointStore, expired};
-use super::{Envelope, Positions, RawRecord};
+use super::{Envelope, Positions, RawRecord, SourceContext};
 
 mod config;
 mod lag;
@@ -90,12 +90,15 @@ struct Ctx {
 /// the lake's position at claim time (read through `lake`, if shared).
 pub async fn run(
     config: EventHubsConfig,
-    positions: Positions,
-    chunk: usize,
-    tx: mpsc::Sender<Envelope>,
-    stop: watch::Receiver<bool>,
+    ctx: SourceContext,
     lake: Option<crate::lake::Lake>,
 ) -> anyhow::Result<()> {
+    let SourceContext {
+        positions,
+        chunk,
+        tx,
+        stop,
+    } = ctx;
     install_tls_provider();
     let namespace = config.namespace()?;
     let store = match config.store_location() {

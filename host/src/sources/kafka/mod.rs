@@ -17,7 +17,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Envelope, Positions, RawRecord};
+use super::{Envelope, Positions, RawRecord, SourceContext};
 
 mod config;
 mod sharing;
@@ -195,12 +195,15 @@ fn assignment(
 /// whose claims the caller keeps until the pipeline has drained.
 pub async fn run(
     config: KafkaConfig,
-    positions: Positions,
-    chunk: usize,
-    tx: mpsc::Sender<Envelope>,
-    mut stop: watch::Receiver<bool>,
+    ctx: SourceContext,
     sharing: Option<Sharing>,
 ) -> anyhow::Result<(u64, Option<Sharing>)> {
+    let SourceContext {
+        positions,
+        chunk,
+        tx,
+        mut stop,
+    } = ctx;
     let consumer = Arc::new(config.consumer()?);
     let topic = config.topic.clone();
     let Some(ids) = partitions(&consumer, &topic, &mut stop).await else {
