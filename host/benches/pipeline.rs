@@ -28,7 +28,7 @@ struct Args {
 fn args() -> Args {
     let mut a = Args {
         events: 2_000_000,
-        batch: 100_000,
+        batch: Config::default().batch.max_events,
         layer_sample: 100_000,
         anchor: true,
     };
@@ -72,6 +72,14 @@ fn cpu_and_peak_rss() -> (f64, f64) {
     (ticks / 100.0, hwm_kb / 1024.0)
 }
 
+/// Starts the peak RSS over from the current RSS (Linux: `5` into
+/// `/proc/self/clear_refs`), so generating the events does not count.
+fn reset_peak_rss() {
+    if let Err(e) = std::fs::write("/proc/self/clear_refs", "5") {
+        println!("(peak RSS not reset: {e}; it includes generating the events)");
+    }
+}
+
 fn main() {
     let args = args();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -98,6 +106,9 @@ fn main() {
         std::fs::metadata(&file).unwrap().len() as f64 / 1048576.0,
         started.elapsed()
     );
+    // Only a sample stays in memory: the peak RSS measured is the pipeline's.
+    let sample = lines[..args.layer_sample.min(lines.len())].to_vec();
+    drop(lines);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -116,6 +127,7 @@ fn main() {
     rt.block_on(sluice::service::open_pipeline(&config))
         .expect("warm-up");
     std::fs::remove_dir_all(&config.lake).expect("reset the lake");
+    reset_peak_rss();
     let (cpu0, _) = cpu_and_peak_rss();
     let started = Instant::now();
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -146,7 +158,7 @@ fn main() {
         anchor_beside(dir.path(), wall, cpu1 - cpu0, rss);
     }
 
-    layers_wasm_vs_native(&lines[..args.layer_sample.min(lines.len())]);
+    layers_wasm_vs_native(&sample);
 }
 
 /// Runs the DuckDB medallion anchor on the same events file (the only
