@@ -6,11 +6,11 @@
 use crate::common;
 
 /// A valid event `i` at 2026-01-05T10:mm:ss.
-fn event(i: usize) -> String {
+pub fn event(i: usize) -> String {
     event_at(i, &format!("2026-01-05T10:{:02}:{:02}Z", i / 60, i % 60))
 }
 
-fn event_at(i: usize, timestamp: &str) -> String {
+pub fn event_at(i: usize, timestamp: &str) -> String {
     serde_json::json!({
         "event_id": format!("e{i:05}"), "user_id": "u_1", "account_id": "a_1", "plan": "free",
         "event_type": "login", "session_id": format!("s_{}", i / 10),

@@ -109,3 +109,61 @@ fn assert_no_id_in_two_partitions(streams: &[Vec<String>]) {
         }
     }
 }
+
+/// The far-future trial on a Kafka partition: one event stamped in the year
+/// 9999 among normal ones, a restart, more normal ones: every normal event
+/// is accepted, the bad one quarantined as `future_timestamp` with its bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_future_event_on_a_partition_does_not_make_later_events_late() {
+    use crate::bad_input::{event, event_at};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let Some(broker) = shared_broker() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let topic = unique_topic("future");
+    let config = sluice::sources::kafka::KafkaConfig {
+        brokers: broker.clone(),
+        topic: topic.clone(),
+        ..Default::default()
+    };
+    sluice::sources::kafka::ensure_topic(&config, 1)
+        .await
+        .unwrap();
+    let producer: FutureProducer = config.client_config().create().unwrap();
+    let future = event_at(0, "9999-12-31T23:59:59Z");
+    let rounds = [
+        std::iter::once(future.clone())
+            .chain((1..=10).map(event))
+            .collect::<Vec<_>>(),
+        (11..=20).map(event).collect(),
+    ];
+    let mut produced = 0;
+    for lines in rounds {
+        for line in &lines {
+            let record = FutureRecord::<(), _>::to(&topic).payload(line.as_bytes());
+            producer
+                .send(record, Duration::from_secs(10))
+                .await
+                .unwrap();
+        }
+        produced += lines.len();
+        let mut child = sluice_run(&lake, &broker, &topic, 100).spawn().unwrap();
+        let _watch = watch(&mut child, "run");
+        wait_for_bronze(&lake, produced, Duration::from_secs(120)).await;
+        terminate(child);
+    }
+    let silver = common::count(&lake, "SELECT COUNT(*) FROM silver_events").await;
+    assert_eq!(
+        silver, 20,
+        "every normal event, before and after the restart"
+    );
+    let quarantined = common::rows(
+        &lake,
+        "SELECT reason, CAST(raw AS VARCHAR) AS raw FROM quarantine",
+    )
+    .await;
+    let expected = serde_json::json!({"reason": "future_timestamp", "raw": future});
+    assert_eq!(quarantined, vec![expected.to_string()]);
+}
