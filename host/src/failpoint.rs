@@ -1,10 +1,10 @@
 //! Fault injection for crash tests: with `SLUICE_FAILPOINT=<point>:<batch>`
 //! the process aborts (no cleanup, like `kill -9`) when batch `<batch>`
-//! reaches `<point>`. Points: `bronze-committed` (ingest tier), and in the
-//! refine tier, for the step ending at `<batch>`: `silver-committed`,
-//! `gold-tables` (after the merged gold tables, before the derived ones),
-//! `before-done`; `replay-silver-replaced` (a replay from that batch,
-//! before gold).
+//! reaches `<point>`. Points: `bronze-committed` (ingest tier);
+//! `silver-committed` (silver tier, a step covering `<batch>`);
+//! `gold-tables` (after the merged gold tables, before the derived ones)
+//! and `before-done` (gold tier, a step covering `<batch>`);
+//! `replay-silver-replaced` (a replay from that batch, before gold).
 
 /// Aborts the process if `SLUICE_FAILPOINT` names this point and batch.
 pub fn reached(point: &str, batch: i64) {

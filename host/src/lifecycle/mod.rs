@@ -110,7 +110,7 @@ pub struct LayerStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     pub layers: Vec<LayerStatus>,
-    /// The first bronze batch the refine tier (silver, gold) has not refined.
+    /// The first bronze batch the gold tier has not refined yet.
     pub next_batch: i64,
     /// The id the ingest tier gives its next bronze batch: refining has
     /// caught up with ingest when the two are equal.

@@ -1,7 +1,7 @@
 //! The ingest tier: raw records → bronze plugin → `bronze_events`, one
 //! commit per batch, and producers acknowledged as soon as that commit is
 //! durable. It never waits for silver or gold: bronze is the acknowledged,
-//! replayable log the refine tier follows.
+//! replayable log the silver tier follows.
 //!
 //! Commit protocol of bronze batch N: the plugin's rows (or, if the bronze
 //! plugin fails, quarantine rows with the raw bytes) are committed with app
@@ -18,7 +18,7 @@ use crate::layers::bronze;
 use crate::runtime::{Layer, PluginFailure};
 use crate::sources::RawRecord;
 
-/// A bronze batch that is durable: what the refine tier takes next.
+/// A bronze batch that is durable: what the silver tier takes next.
 pub struct Committed {
     pub batch: i64,
     /// The stored bronze rows; empty if the bronze plugin failed.
@@ -34,7 +34,7 @@ pub struct Committed {
 /// Owns the bronze table's writes and gives bronze batches their ids.
 pub struct IngestTier {
     bronze: LakeTable,
-    /// Only for bronze failures; the refine tier appends to it too, with its
+    /// Only for bronze failures; silver and gold append to it too, with their
     /// own app transactions (Delta appends commute).
     quarantine: LakeTable,
     slots: Slots,

@@ -291,7 +291,7 @@ async fn ingest_loop(
     while let Some(first) = next_envelope(&mut rx, &mut stop).await {
         let (records, acks) = collect_batch(first, &mut rx, trigger, &mut stop).await;
         let held = held_permits(records.len(), trigger);
-        // Bounded lead over the refine tier (closed only if it is gone).
+        // Bounded lead over the gold tier (closed only if it is gone).
         let Ok(permit) = ahead.acquire_many(held).await else {
             break;
         };
