@@ -102,13 +102,17 @@ pub fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("starting the async runtime");
-    match runtime.block_on(dispatch(cli)) {
+    let code = match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // A plugin blocked in a host call past its deadline holds a blocking
+    // thread the pipeline stopped waiting for: exit without waiting for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    code
 }
 
 /// Default log filter: our info lines; delta-rs and its kernel log expected

@@ -143,3 +143,52 @@ fn plugins_see_frozen_clocks_and_randomness_seeded_by_their_input() {
         "randomness is seeded per input, not one constant"
     );
 }
+
+/// A plugin blocked inside a host call (a WASI sleep of an hour), where
+/// epoch interruption cannot reach it, still costs only its batch: the
+/// pipeline stops waiting after the time budget, quarantines the batch as a
+/// timeout, refines the others, and the binary exits without waiting for the
+/// sleeping thread.
+#[test]
+fn a_plugin_asleep_in_a_host_call_is_timed_out_and_the_run_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let mut lines = vec![event(0, "HOSTILE_SLEEP")];
+    lines.extend((1..=10).map(|i| event(i, "")));
+    let file = dir.path().join("events.ndjson");
+    common::write_lines(&file, &lines);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--listen", "", "--replay"])
+        .arg(&file)
+        .arg("--lake")
+        .arg(&lake)
+        .env("SLUICE_PLUGINS__SILVER", env!("SLUICE_PLUGIN_HOSTILE"))
+        .env("SLUICE_PLUGINS__BATCH_TIMEOUT_MS", "1000")
+        .env("SLUICE_BATCH__MAX_EVENTS", "1")
+        .env("SLUICE_CACHE_DIR", dir.path().join("cache"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Far below the hour the plugin sleeps (compiling the plugins included).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the run still waits for the sleeping plugin");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(status.success(), "{status}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let silver = rt.block_on(common::count(&lake, "SELECT COUNT(*) FROM silver_events"));
+    assert_eq!(silver, 10, "every other event is refined");
+    let quarantined = rt.block_on(common::rows(&lake, "SELECT reason FROM quarantine"));
+    assert_eq!(
+        quarantined,
+        vec![r#"{"reason":"plugin_timeout"}"#.to_string()]
+    );
+}

@@ -2,7 +2,7 @@
 //! a raw record in the batch contains a trigger word:
 //! `HOSTILE_LOOP` spins forever, `HOSTILE_ALLOC` allocates without bound,
 //! `HOSTILE_PANIC` panics, `HOSTILE_SCHEMA` emits rows that do not match the
-//! declared schema. The host must survive all of them. `HOSTILE_ENTROPY`
+//! declared schema, `HOSTILE_SLEEP` sleeps an hour inside a host call. The host must survive all of them. `HOSTILE_ENTROPY`
 //! writes what it reads from the clocks and from randomness (through hash
 //! map seeding) into every silver row's `extra`, so a test can see whether
 //! the host keeps plugins pure.
@@ -47,6 +47,11 @@ impl Plugin for Hostile {
                 hoard.push(vec![1u8; 16 << 20]);
                 std::hint::black_box(&hoard);
             }
+        }
+        if batch_contains(input, "HOSTILE_SLEEP") {
+            // Blocks inside a host call (a WASI poll), where epoch
+            // interruption cannot stop it.
+            std::thread::sleep(std::time::Duration::from_secs(3_600));
         }
         if batch_contains(input, "HOSTILE_PANIC") {
             panic!("hostile plugin panics on purpose");
