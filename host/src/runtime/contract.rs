@@ -266,9 +266,32 @@ fn check_columns(decl: &TableDecl) -> Result<(), String> {
             named.push(&s.is_change);
         }
     }
-    match named.into_iter().find(|c| !has(c)) {
-        Some(missing) => Err(format!(
+    if let Some(missing) = named.into_iter().find(|c| !has(c)) {
+        return Err(format!(
             "table `{}`: column `{missing}` is named but not in the schema",
+            decl.name
+        ));
+    }
+    check_keys_non_null(decl)
+}
+
+/// Key columns must be declared non-null, so a null key is refused when the
+/// plugin's rows are decoded (a plugin failure: quarantine or rollback)
+/// rather than found while merging (a failed step, again at every start).
+fn check_keys_non_null(decl: &TableDecl) -> Result<(), String> {
+    let keys: Vec<&str> = match &decl.mode {
+        WriteMode::Merge(m) => m.keys.iter().map(String::as_str).collect(),
+        WriteMode::Scd2(s) => vec![s.key.as_str()],
+        WriteMode::Append | WriteMode::Derived(_) => Vec::new(),
+    };
+    let nullable = keys.into_iter().find(|k| {
+        decl.schema
+            .field_with_name(k)
+            .is_ok_and(|f| f.is_nullable())
+    });
+    match nullable {
+        Some(key) => Err(format!(
+            "table `{}`: key column `{key}` must be declared non-null",
             decl.name
         )),
         None => Ok(()),
@@ -403,6 +426,30 @@ mod tests {
             let err = check_table_name(bad).expect_err(bad);
             assert!(err.contains(&format!("`{bad}`")), "{err}");
         }
+    }
+
+    #[test]
+    fn merge_keys_must_be_declared_non_null() {
+        let merged = |key_nullable: bool| {
+            let mut info = info_with_table("daily_usage");
+            let schema = Schema::new(vec![
+                Field::new("day", DataType::Int32, key_nullable),
+                Field::new("n", DataType::Int64, false),
+            ]);
+            info.outputs[0].schema = sluice_plugin_sdk::ipc::write_schema(&schema);
+            info.outputs[0].mode = wit::WriteMode::Merge(wit::MergeSpec {
+                keys: vec!["day".into()],
+                measures: vec![wit::Measure {
+                    column: "n".into(),
+                    op: wit::MergeOp::Sum,
+                }],
+                order_by: None,
+            });
+            PluginMeta::from_wit(info)
+        };
+        assert!(merged(false).is_ok());
+        let err = merged(true).expect_err("a nullable key");
+        assert!(err.contains("key column `day`"), "{err}");
     }
 
     #[test]
