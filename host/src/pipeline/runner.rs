@@ -288,8 +288,9 @@ async fn ingest_loop(
     bronze_tx: mpsc::UnboundedSender<(Committed, u32)>,
     ahead: Arc<Semaphore>,
 ) -> anyhow::Result<IngestTier> {
-    while let Some(first) = next_envelope(&mut rx, &mut stop).await {
-        let (records, acks) = collect_batch(first, &mut rx, trigger, &mut stop).await;
+    let mut carry = None;
+    while let Some(first) = next_envelope(&mut rx, &mut stop, &mut carry).await {
+        let (records, acks) = collect_batch(first, &mut rx, trigger, &mut stop, &mut carry).await;
         let held = held_permits(records.len(), trigger);
         // Bounded lead over the gold tier (closed only if it is gone).
         let Ok(permit) = ahead.acquire_many(held).await else {
@@ -317,11 +318,16 @@ fn held_permits(events: usize, trigger: Trigger) -> u32 {
     events.clamp(1, all) as u32
 }
 
-/// The next envelope; once `stop` turns true, only what is buffered.
+/// The next envelope: the rest of one the last batch split, else the
+/// channel's next; once `stop` turns true, only what is buffered.
 async fn next_envelope(
     rx: &mut mpsc::Receiver<Envelope>,
     stop: &mut watch::Receiver<bool>,
+    carry: &mut Option<Envelope>,
 ) -> Option<Envelope> {
+    if let Some(rest) = carry.take() {
+        return Some(rest);
+    }
     tokio::select! {
         biased;
         envelope = rx.recv() => envelope,
@@ -342,6 +348,7 @@ async fn run_in_turn(
     mut controller: Option<Controller>,
     mut on_batch: impl FnMut(&BatchReport),
 ) -> anyhow::Result<()> {
+    let mut carry = None;
     loop {
         let first = tokio::select! {
             biased;
@@ -351,10 +358,10 @@ async fn run_in_turn(
                 }
                 continue;
             }
-            envelope = next_envelope(&mut rx, &mut stop) => envelope,
+            envelope = next_envelope(&mut rx, &mut stop, &mut carry) => envelope,
         };
         let Some(first) = first else { return Ok(()) };
-        let (records, acks) = collect_batch(first, &mut rx, trigger, &mut stop).await;
+        let (records, acks) = collect_batch(first, &mut rx, trigger, &mut stop, &mut carry).await;
         let mut pending = Some(acks);
         let result = pipeline
             .process(records, || {
@@ -403,20 +410,34 @@ type Acks = Vec<Option<tokio::sync::oneshot::Sender<Result<(), String>>>>;
 
 /// Gathers envelopes until the batch is full (events or bytes), its linger
 /// is up, the channel is empty and closed, or a stop is requested (which
-/// closes the batch now, so a drain does not wait out the linger).
-/// Envelopes are never split.
+/// closes the batch now, so a drain does not wait out the linger). An
+/// envelope that does not fit the bytes left is split: what fits joins this
+/// batch, the rest (with the producer's ack, answered when the last part is
+/// committed) goes to `carry` and opens the next one.
 async fn collect_batch(
     first: Envelope,
     rx: &mut mpsc::Receiver<Envelope>,
     trigger: Trigger,
     stop: &mut watch::Receiver<bool>,
+    carry: &mut Option<Envelope>,
 ) -> (Vec<RawRecord>, Acks) {
     let deadline = Instant::now() + trigger.linger;
-    let mut bytes = payload_bytes(&first.records);
-    let mut records = first.records;
-    let mut acks = vec![first.ack];
-    while records.len() < trigger.max_events && bytes < trigger.max_bytes {
-        let next = tokio::select! {
+    let (mut records, mut acks, mut bytes) = (Vec::new(), Vec::new(), 0);
+    let mut next = Some(first);
+    while let Some(envelope) = next.take() {
+        let room = trigger.max_bytes.saturating_sub(bytes);
+        let (fits, rest) = split_at_bytes(envelope, room, records.is_empty());
+        bytes += payload_bytes(&fits.records);
+        records.extend(fits.records);
+        acks.push(fits.ack);
+        if rest.is_some() {
+            *carry = rest;
+            break;
+        }
+        if records.len() >= trigger.max_events || bytes >= trigger.max_bytes {
+            break;
+        }
+        next = tokio::select! {
             biased;
             _ = stopped(stop) => {
                 rx.close();
@@ -424,14 +445,90 @@ async fn collect_batch(
             }
             next = tokio::time::timeout_at(deadline, rx.recv()) => next.ok().flatten(),
         };
-        let Some(envelope) = next else { break };
-        bytes += payload_bytes(&envelope.records);
-        records.extend(envelope.records);
-        acks.push(envelope.ack);
     }
     (records, acks)
 }
 
+/// Splits `envelope` after the records that fit in `room` bytes (at least
+/// one if `must_take`: a record larger than a batch is a batch alone). The
+/// first part has no ack; the rest keeps it.
+fn split_at_bytes(
+    mut envelope: Envelope,
+    room: usize,
+    must_take: bool,
+) -> (Envelope, Option<Envelope>) {
+    if payload_bytes(&envelope.records) <= room {
+        return (envelope, None);
+    }
+    let mut used = 0;
+    let mut fit = envelope
+        .records
+        .iter()
+        .take_while(|r| {
+            used += r.payload.len();
+            used <= room
+        })
+        .count();
+    if fit == 0 && must_take {
+        fit = 1;
+    }
+    let rest = envelope.records.split_off(fit);
+    let part = Envelope {
+        records: envelope.records,
+        ack: None,
+    };
+    (
+        part,
+        Some(Envelope {
+            records: rest,
+            ack: envelope.ack,
+        }),
+    )
+}
+
 fn payload_bytes(records: &[RawRecord]) -> usize {
     records.iter().map(|r| r.payload.len()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(sizes: &[usize]) -> Envelope {
+        let records = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| RawRecord {
+                payload: bytes::Bytes::from(vec![b'x'; n]),
+                source: "test".into(),
+                partition: "p".into(),
+                offset: i as i64,
+            })
+            .collect();
+        let (ack, _) = tokio::sync::oneshot::channel();
+        Envelope {
+            records,
+            ack: Some(ack),
+        }
+    }
+
+    #[test]
+    fn an_envelope_larger_than_the_room_left_is_split_and_the_rest_keeps_the_ack() {
+        let (part, rest) = split_at_bytes(envelope(&[4, 4, 4]), 9, false);
+        let rest = rest.expect("split");
+        assert_eq!((part.records.len(), rest.records.len()), (2, 1));
+        assert!(part.ack.is_none() && rest.ack.is_some());
+        assert_eq!(rest.records[0].offset, 2, "the rest goes on in order");
+
+        let (part, rest) = split_at_bytes(envelope(&[4, 4]), 8, false);
+        assert!(rest.is_none() && part.ack.is_some(), "it fits whole");
+
+        let (part, rest) = split_at_bytes(envelope(&[20, 1]), 8, true);
+        assert_eq!(part.records.len(), 1, "an empty batch takes one record");
+        assert_eq!(rest.unwrap().records.len(), 1);
+
+        let (part, rest) = split_at_bytes(envelope(&[20, 1]), 8, false);
+        assert!(part.records.is_empty(), "a started batch takes none");
+        assert_eq!(rest.unwrap().records.len(), 2);
+    }
 }

@@ -196,3 +196,70 @@ async fn a_far_future_event_over_http_does_not_blind_gold() {
     );
     assert_only_quarantined_is_future(&lake, &future).await;
 }
+
+/// Forty producers post 16 MiB bodies at once (each larger than a batch's
+/// byte budget, so split across batches), while others post single events:
+/// every body is acknowledged and lands in bronze, and no event of another
+/// producer is quarantined because a body was big.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_concurrent_16_mib_bodies_are_split_and_all_land() {
+    const BODIES: usize = 40;
+    const LINES: usize = 1_000;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let mut config = common::replay_config(&lake, Vec::new(), 50_000);
+    config.collector.listen = "127.0.0.1:0".into();
+    config.batch.max_bytes = 8 << 20;
+    config.collector.ack_timeout_ms = 600_000;
+    let (url, stop, service) = crate::collector::start_collector(config).await;
+    let blob = "x".repeat(16_000);
+    let body = |b: usize| -> String {
+        let lines: Vec<String> = (0..LINES)
+            .map(|i| {
+                event(100_000 + b * LINES + i).replace(
+                    "\"password\"}",
+                    &format!("\"password\",\"blob\":\"{blob}\"}}"),
+                )
+            })
+            .collect();
+        lines.join("\n")
+    };
+    let body_len = body(0).len();
+    assert!(body_len > 15 << 20 && body_len <= 16 << 20);
+    let client = reqwest::Client::new();
+    let mut posts = tokio::task::JoinSet::new();
+    for b in 0..BODIES {
+        let (client, url, body) = (client.clone(), url.clone(), body(b));
+        posts.spawn(async move { client.post(&url).body(body).send().await.unwrap().status() });
+    }
+    for i in 0..20 {
+        let (client, url) = (client.clone(), url.clone());
+        posts.spawn(async move {
+            client
+                .post(&url)
+                .body(event(i))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    while let Some(status) = posts.join_next().await {
+        assert_eq!(status.unwrap(), 202);
+    }
+    stop.send(true).unwrap();
+    service.await.unwrap().unwrap();
+
+    let total = (BODIES * LINES + 20) as i64;
+    let bronze = common::count(&lake, "SELECT COUNT(*) FROM bronze_events").await;
+    assert_eq!(bronze, total, "every event of every body, once");
+    let silver = common::count(&lake, "SELECT COUNT(*) FROM silver_events").await;
+    assert_eq!(silver, total, "none quarantined");
+    let batches = common::count(&lake, "SELECT COUNT(DISTINCT batch_id) FROM bronze_events").await;
+    // Whole bodies would make one batch each; split, batches are full.
+    let full_batches = (BODIES * body_len / (8 << 20)) as i64;
+    assert!(
+        batches >= full_batches,
+        "16 MiB bodies are split over batches of 8 MiB: {batches} batches"
+    );
+}
