@@ -216,7 +216,9 @@ async fn forty_concurrent_16_mib_bodies_are_split_and_all_land() {
     let body = |b: usize| -> String {
         let lines: Vec<String> = (0..LINES)
             .map(|i| {
-                event(100_000 + b * LINES + i).replace(
+                // One event time for all: bodies arrive in any order, and
+                // none may be late.
+                event_at(100_000 + b * LINES + i, "2026-01-05T10:00:00Z").replace(
                     "\"password\"}",
                     &format!("\"password\",\"blob\":\"{blob}\"}}"),
                 )
