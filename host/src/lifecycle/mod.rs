@@ -206,8 +206,10 @@ impl Lifecycle {
     /// configured one, else the embedded default.
     pub fn load_plugins(&self) -> anyhow::Result<Plugins> {
         let load = |layer: Layer| -> anyhow::Result<LoadedPlugin> {
-            let plugin = match self.registry().stack(layer).last() {
-                Some(hash) => self.load_deployed(hash)?,
+            // The guard must be gone before `load_deployed` locks again.
+            let top = self.registry().stack(layer).pop();
+            let plugin = match top {
+                Some(hash) => self.load_deployed(&hash)?,
                 None => self.load_base(layer)?,
             };
             crate::pipeline::plugins::check_layer(&plugin, layer, None)?;
