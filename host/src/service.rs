@@ -340,17 +340,18 @@ async fn maintain_continuously(
                 continue;
             }
         };
-        let mut round = crate::lake::Round::default();
         for name in names {
             if *stop.borrow() {
                 return;
             }
+            // Logged table by table: a stop between tables ends the round.
+            let mut table = crate::lake::Round::default();
             match lake.maintain_table(&name, &policy).await {
-                Ok(report) => round.tables.push(report),
-                Err(e) => round.failures.push(e),
+                Ok(report) => table.tables.push(report),
+                Err(e) => table.failures.push(e),
             }
+            log_round(&table);
         }
-        log_round(&round);
     }
 }
 
