@@ -21,6 +21,7 @@
 //! with the number of requests. A request's id names its offsets.
 
 pub mod access;
+pub mod config;
 pub mod listener;
 
 use std::net::SocketAddr;
@@ -40,7 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::{Envelope, RawRecord, SourceContext};
-use crate::config::{CollectorAuth, CollectorConfig};
+use config::{CollectorAuth, CollectorConfig};
 
 pub const SOURCE: &str = "http";
 /// The collector's one partition.
