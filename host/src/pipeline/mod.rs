@@ -183,6 +183,7 @@ impl Pipeline {
             quarantine,
             dedup: DedupState::new(bounds.lateness_micros, bounds.max_future_micros),
             next_batch: 1,
+            written_by_earlier_run: 0,
         };
         let mut pipeline = Pipeline {
             lake: lake.clone(),

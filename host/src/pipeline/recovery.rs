@@ -54,6 +54,7 @@ pub(super) async fn recover(pipeline: &mut Pipeline) -> anyhow::Result<()> {
         ?steps,
         "refining what a previous run left unrefined"
     );
+    pipeline.silver.written_by_earlier_run = end;
     let rows = bronze_batches(&ctx, last_done + 1, end, pipeline.silver.bronze.schema()).await?;
     let slots = pipeline.slots.clone();
     let silver = pipeline

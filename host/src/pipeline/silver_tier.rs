@@ -44,6 +44,10 @@ pub(super) struct SilverTier {
     pub(super) dedup: DedupState,
     /// The first bronze batch not yet in silver.
     pub(super) next_batch: i64,
+    /// Up to this bronze batch a table may already hold silver rows (what
+    /// a previous run wrote before it stopped); steps after it append
+    /// without asking the tables first.
+    pub(super) written_by_earlier_run: i64,
 }
 
 /// What the silver plugin and dedup made of a step's bronze rows.
@@ -128,8 +132,9 @@ impl SilverTier {
         for (reason, n) in q.reasons() {
             *report.quarantined.entry(reason).or_default() += n;
         }
-        append_unwritten(&mut self.quarantine, last, q.finish()).await?;
-        append_unwritten(&mut self.silver, last, stored.clone()).await?;
+        let partly_written = first <= self.written_by_earlier_run;
+        append_unwritten(&mut self.quarantine, last, q.finish(), partly_written).await?;
+        append_unwritten(&mut self.silver, last, stored.clone(), partly_written).await?;
         failpoint("silver-committed", first, last);
         self.next_batch = last + 1;
         crate::metrics::record_tier_position("silver", last);
@@ -203,14 +208,20 @@ impl SilverTier {
     }
 }
 
-/// Appends `rows` under `sluice-silver` = `last`, leaving out the rows of
-/// bronze batches the table already holds (all of them if it holds `last`).
+/// Appends `rows` under `sluice-silver` = `last`. If the table may hold
+/// part of the step (`partly_written`), the rows of bronze batches it
+/// already holds are left out (all of them if it holds `last`).
 async fn append_unwritten(
     table: &mut LakeTable,
     last: i64,
     rows: RecordBatch,
+    partly_written: bool,
 ) -> anyhow::Result<()> {
     if rows.num_rows() == 0 {
+        return Ok(());
+    }
+    if !partly_written {
+        table.append(STAGE_SILVER, last, vec![rows]).await?;
         return Ok(());
     }
     let held = table.committed(STAGE_SILVER).await?.unwrap_or(0);
