@@ -106,7 +106,7 @@ async fn snapshot(lake: &Path) -> Vec<Vec<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_then_restart_gives_the_uninterrupted_result() {
     let dir = tempfile::tempdir().unwrap();
-    let lines = common::simulated_lines(23, 24_000, 0.03);
+    let lines = common::simulated_lines(23, 40_000, 0.03);
     let file = dir.path().join("events.ndjson");
     common::write_lines(&file, &lines);
 
