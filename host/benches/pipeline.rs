@@ -17,6 +17,10 @@ use sluice::layers::{bronze, silver};
 use sluice::runtime::{Layer, Limits, Runtime, embedded};
 use sluice_plugin_sdk::Plugin;
 
+// The allocator the `sluice` binary runs with, so the figures are its.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     events: u64,
     batch: usize,
