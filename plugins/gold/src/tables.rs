@@ -105,6 +105,10 @@ pub(crate) struct Table {
     /// Keys first, then measures, as emitted.
     columns: &'static [Col],
     mode: Mode,
+    /// Delta partition columns. The daily facts are partitioned by day, so
+    /// a MERGE reads and rewrites only the days its rows touch (delta-rs
+    /// prunes partitions by the source's values) instead of the whole table.
+    partition_by: &'static [&'static str],
 }
 
 /// Every gold table, in the order they are declared and emitted.
@@ -124,6 +128,7 @@ pub(crate) const TABLES: [Table; 8] = [
             measured("last_used_at", Timestamp, Max),
         ],
         mode: Mode::Merge { order_by: None },
+        partition_by: &["date_key"],
     },
     Table {
         name: FACT_SESSIONS,
@@ -145,6 +150,7 @@ pub(crate) const TABLES: [Table; 8] = [
         mode: Mode::Merge {
             order_by: Some("started_at"),
         },
+        partition_by: &[],
     },
     Table {
         name: FACT_USER_DAILY,
@@ -160,6 +166,7 @@ pub(crate) const TABLES: [Table; 8] = [
             measured("duration_ms", Int64, Sum),
         ],
         mode: Mode::Merge { order_by: None },
+        partition_by: &["date_key"],
     },
     Table {
         name: FACT_DAILY_ACTIVE_USERS,
@@ -179,6 +186,7 @@ pub(crate) const TABLES: [Table; 8] = [
             keys: &["date_key", "plan"],
             scope: "date_key",
         },
+        partition_by: &[],
     },
     Table {
         name: DIM_USER,
@@ -196,6 +204,7 @@ pub(crate) const TABLES: [Table; 8] = [
             at: "observed_at",
             is_change: "is_change",
         },
+        partition_by: &[],
     },
     Table {
         name: DIM_FEATURE,
@@ -208,6 +217,7 @@ pub(crate) const TABLES: [Table; 8] = [
             measured("last_used_at", Timestamp, Max),
         ],
         mode: Mode::Merge { order_by: None },
+        partition_by: &[],
     },
     Table {
         name: DIM_DATE,
@@ -223,6 +233,7 @@ pub(crate) const TABLES: [Table; 8] = [
             measured("is_weekend", Boolean, Any),
         ],
         mode: Mode::Merge { order_by: None },
+        partition_by: &[],
     },
     Table {
         name: DIM_PLAN,
@@ -234,6 +245,7 @@ pub(crate) const TABLES: [Table; 8] = [
             measured("is_paid", Boolean, Any),
         ],
         mode: Mode::Merge { order_by: None },
+        partition_by: &[],
     },
 ];
 
@@ -274,7 +286,7 @@ impl Table {
             self.name,
             self.description,
             &self.schema(),
-            &[],
+            self.partition_by,
             self.write_mode(),
         )
     }
