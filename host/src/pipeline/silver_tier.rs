@@ -1,7 +1,8 @@
 //! The silver tier: follows bronze by batch id. Each step takes one or more
 //! consecutive committed bronze batches `a..=b`, runs the silver plugin and
-//! the host's dedup and watermarks once, and appends `quarantine`, then
-//! `silver_events`, each under app transaction `sluice-silver` = b. Rows
+//! the host's dedup and watermarks once, and appends `quarantine` and
+//! `silver_events` (concurrently), each under app transaction
+//! `sluice-silver` = b. Rows
 //! keep the id of the bronze batch they came from.
 
 use std::collections::BTreeMap;
@@ -133,8 +134,12 @@ impl SilverTier {
             *report.quarantined.entry(reason).or_default() += n;
         }
         let partly_written = first <= self.written_by_earlier_run;
-        append_unwritten(&mut self.quarantine, last, q.finish(), partly_written).await?;
-        append_unwritten(&mut self.silver, last, stored.clone(), partly_written).await?;
+        // Independent tables, each checked on its own at recovery: the two
+        // commits may land in either order.
+        tokio::try_join!(
+            append_unwritten(&mut self.quarantine, last, q.finish(), partly_written),
+            append_unwritten(&mut self.silver, last, stored.clone(), partly_written),
+        )?;
         failpoint("silver-committed", first, last);
         self.next_batch = last + 1;
         crate::metrics::record_tier_position("silver", last);
