@@ -15,6 +15,7 @@ mod eventhubs_amqp;
 mod fixtures;
 mod formats;
 mod gold;
+mod grafana;
 mod hostile;
 mod interop;
 mod kafka;
