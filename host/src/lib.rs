@@ -26,3 +26,4 @@ pub mod service;
 pub mod sinks;
 pub mod sources;
 pub mod time;
+pub mod web;

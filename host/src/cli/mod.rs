@@ -2,6 +2,7 @@
 //! with their context chain and a non-zero exit.
 
 mod analysis;
+mod dashboard;
 mod demo;
 mod maintain;
 mod plugin;
@@ -58,6 +59,8 @@ enum Command {
     },
     /// Print one analysis (retention, stickiness, feature adoption, …), filtered.
     Analysis(analysis::AnalysisArgs),
+    /// Serve the web dashboard over the lake, read-only, until Ctrl-C.
+    Dashboard(dashboard::DashboardArgs),
     /// Committed position and lag per source partition (Kafka: vs the broker).
     Status,
     /// Work with transform plugins.
@@ -180,6 +183,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let lake = open_lake(&load_config(&cli, Uses::LAKE, |_| {})?).await?;
             analysis::run(&lake, args).await
         }
+        Command::Dashboard(args) => {
+            let uses = Uses {
+                dashboard: true,
+                ..Uses::LAKE
+            };
+            let config = load_config(&cli, uses, |_| {})?;
+            dashboard::run(&config, open_lake(&config).await?, args).await
+        }
         Command::Status => {
             let uses = Uses {
                 kafka: true,
@@ -242,6 +253,9 @@ async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
             }
             if let Some(addr) = ready.metrics {
                 eprintln!("sluice: metrics on http://{addr}/metrics");
+            }
+            if let Some(addr) = ready.dashboard {
+                eprintln!("sluice: dashboard on http://{addr}/");
             }
         },
         |report| {

@@ -10,6 +10,7 @@ mod cli;
 mod collector;
 mod common;
 mod crash;
+mod dashboard;
 mod eventhubs;
 mod eventhubs_amqp;
 mod fixtures;
