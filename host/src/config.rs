@@ -45,6 +45,71 @@ pub struct Config {
     pub eventhubs: crate::sources::eventhubs::EventHubsConfig,
     /// Periodic table maintenance: compaction, checkpoints, vacuum.
     pub maintenance: MaintenanceConfig,
+    /// The read-only web dashboard `sluice run` serves.
+    pub dashboard: DashboardConfig,
+}
+
+/// The web dashboard (`sluice run` serves it; `sluice dashboard` too).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// Listen address, on loopback (the dashboard has no sign-in); empty
+    /// turns it off in `sluice run`.
+    pub listen: String,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig {
+            listen: DASHBOARD_LISTEN.into(),
+        }
+    }
+}
+
+/// Where the dashboard listens unless told otherwise.
+pub const DASHBOARD_LISTEN: &str = "127.0.0.1:8088";
+
+impl DashboardConfig {
+    /// Refuses an address that does not parse, is not loopback, or takes
+    /// the port of another listener of the same process (`others`: field
+    /// and value), naming the field.
+    pub fn validate(&self, others: &[(&str, &str)]) -> Result<(), ConfigError> {
+        if self.listen.is_empty() {
+            return Ok(());
+        }
+        let addr: std::net::SocketAddr = self.listen.parse().map_err(|_| {
+            invalid(
+                "dashboard.listen",
+                format!(
+                    "`{}` is not an address like {DASHBOARD_LISTEN}",
+                    self.listen
+                ),
+            )
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err(invalid(
+                "dashboard.listen",
+                format!(
+                    "`{}` is not a loopback address: the dashboard has no sign-in, so it \
+                     listens on this machine only (put a proxy with authentication in front \
+                     to share it)",
+                    self.listen
+                ),
+            ));
+        }
+        for (field, other) in others {
+            let taken = other
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|o| o.port() != 0 && o.port() == addr.port());
+            if taken {
+                return Err(invalid(
+                    "dashboard.listen",
+                    format!("`{}` takes the port of {field} (`{other}`)", self.listen),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Table maintenance (`sluice run` every `interval_secs`, `sluice maintain`
@@ -264,6 +329,7 @@ impl Default for Config {
             warehouse: Default::default(),
             eventhubs: Default::default(),
             maintenance: Default::default(),
+            dashboard: Default::default(),
         }
     }
 }
@@ -320,6 +386,8 @@ pub struct Uses {
     pub warehouse: bool,
     /// `maintenance`: compaction, checkpoints, vacuum.
     pub maintenance: bool,
+    /// `dashboard`: where the web dashboard listens.
+    pub dashboard: bool,
 }
 
 impl Uses {
@@ -334,6 +402,7 @@ impl Uses {
         eventhubs: true,
         warehouse: true,
         maintenance: true,
+        dashboard: true,
     };
     /// Nothing: commands that talk to a running host or write files.
     pub const NOTHING: Uses = Uses {
@@ -346,6 +415,7 @@ impl Uses {
         eventhubs: false,
         warehouse: false,
         maintenance: false,
+        dashboard: false,
     };
     /// Reading the lake only: `query`, `report`.
     pub const LAKE: Uses = Uses {
@@ -431,6 +501,7 @@ impl Config {
             "registry_dir" => self.registry_dir = Some(value.into()),
             "admin.listen" => self.admin.listen = value.into(),
             "metrics.listen" => self.metrics.listen = value.into(),
+            "dashboard.listen" => self.dashboard.listen = value.into(),
             "collector.listen" => self.collector.listen = value.into(),
             "collector.max_body_bytes" => self.collector.max_body_bytes = parse(&field, value)?,
             "collector.auth" => self.collector.auth = parse(&field, value)?,
@@ -516,6 +587,18 @@ impl Config {
         }
         if uses.maintenance {
             self.maintenance.validate()?;
+        }
+        if uses.dashboard {
+            let others = if uses.listeners {
+                vec![
+                    ("collector.listen", self.collector.listen.as_str()),
+                    ("admin.listen", self.admin.listen.as_str()),
+                    ("metrics.listen", self.metrics.listen.as_str()),
+                ]
+            } else {
+                Vec::new()
+            };
+            self.dashboard.validate(&others)?;
         }
         Ok(())
     }
@@ -940,6 +1023,39 @@ mod tests {
         )];
         let config = Config::load(None, env).unwrap();
         assert_eq!(config.maintenance.vacuum_retention_hours, 2);
+    }
+
+    #[test]
+    fn the_dashboard_listens_on_loopback_off_the_other_ports() {
+        let config = load_str("").unwrap();
+        assert_eq!(config.dashboard.listen, DASHBOARD_LISTEN);
+        for bad in [
+            "nowhere",
+            "0.0.0.0:8088",
+            "192.168.1.10:8088",
+            "127.0.0.1:8080",
+        ] {
+            let err = Config::load(None, env(&[("SLUICE_DASHBOARD__LISTEN", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("dashboard.listen"), "{bad}: {err}");
+        }
+        let err = load_str(
+            "[metrics]\nlisten = \"127.0.0.1:9000\"\n[dashboard]\nlisten = \"[::1]:9000\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("metrics.listen"), "{err}");
+        for good in ["", "[::1]:9999", "127.0.0.1:0"] {
+            Config::load(None, env(&[("SLUICE_DASHBOARD__LISTEN", good)])).unwrap();
+        }
+        // `sluice dashboard` does not listen beside a collector.
+        let config = Config::read(None, env(&[("SLUICE_DASHBOARD__LISTEN", "127.0.0.1:8080")]));
+        let dashboard_only = Uses {
+            dashboard: true,
+            ..Uses::LAKE
+        };
+        config.unwrap().validate_for(dashboard_only).unwrap();
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! [`layers`] (host-owned state per layer). ARCHITECTURE.md maps the rest.
 
 pub mod admin;
+pub mod analyses;
 pub mod cluster;
 pub mod config;
 pub mod config_error;
@@ -25,3 +26,4 @@ pub mod service;
 pub mod sinks;
 pub mod sources;
 pub mod time;
+pub mod web;

@@ -1,7 +1,7 @@
 //! Wires a running service together: plugins, lake, pipeline, the sources
 //! feeding it (collector, file replay, Kafka), the admin API, the watched
-//! plugin directory, the warehouse loader and table maintenance, with
-//! graceful stop.
+//! plugin directory, the warehouse loader, table maintenance and the web
+//! dashboard, with graceful stop.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +24,9 @@ use crate::sources::{Envelope, SourceContext, eventhubs, file, http, kafka};
 /// Envelopes buffered between sources and the pipeline; beyond this, sources
 /// wait (backpressure).
 const CHANNEL_ENVELOPES: usize = 16;
+
+/// How long the dashboard may take to finish its answers at shutdown.
+const DASHBOARD_STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long the last warehouse load at shutdown may take.
 const FINAL_LOAD_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -151,6 +154,7 @@ pub struct Ready {
     pub collector: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
+    pub dashboard: Option<SocketAddr>,
 }
 
 /// Runs the service until the sources are exhausted (replay only) or `stop`
@@ -163,7 +167,7 @@ pub async fn run(
     on_ready: impl FnOnce(Ready),
     on_batch: impl FnMut(&BatchReport),
 ) -> anyhow::Result<Totals> {
-    let metrics = start_metrics(config, stop.clone()).await?;
+    let (metrics, metrics_handle) = start_metrics(config, stop.clone()).await?;
     let (mut lifecycle, validator) = open_lifecycle(config)?;
     let sharing = config.kafka.enabled() && config.kafka.share_partitions
         || config.eventhubs.enabled() && !config.eventhubs.checkpoint_url.is_empty();
@@ -188,6 +192,11 @@ pub async fn run(
             lifecycle.known_hashes(),
         ));
     }
+    let live = crate::web::Live {
+        metrics: metrics_handle,
+        control: Some(control_tx.clone()),
+    };
+    let dashboard = start_dashboard(config, live, stop.clone()).await?;
     drop(control_tx);
     let (tx, rx) = mpsc::channel::<Envelope>(CHANNEL_ENVELOPES);
     let sources = SourceContext {
@@ -210,6 +219,7 @@ pub async fn run(
         collector: collector.as_ref().map(|(addr, _)| *addr),
         admin: admin.as_ref().map(|(addr, _)| *addr),
         metrics,
+        dashboard: dashboard.as_ref().map(|d| d.addr),
     });
     let controller = Controller {
         rx: control_rx,
@@ -235,6 +245,11 @@ pub async fn run(
         // Dropping the sharing state here, after the drain, releases the
         // partition claims only once their records are committed.
         kafka.await.context("kafka source task")??;
+    }
+    if let Some(dashboard) = dashboard {
+        let _ = dashboard.done.send(true);
+        // Bounded: a slow query in a browser's request must not hold up exit.
+        let _ = tokio::time::timeout(DASHBOARD_STOP_LIMIT, dashboard.task).await;
     }
     if let Some((done, task)) = maintenance {
         // Stops at its next wait or between two tables of a round.
@@ -379,25 +394,80 @@ pub fn log_round(round: &crate::lake::Round) {
 
 type Collector = (SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>);
 
+/// The dashboard `sluice run` serves, and how to stop it.
+struct DashboardTask {
+    addr: SocketAddr,
+    done: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Serves the dashboard if `dashboard.listen` is set, until `stop` or the
+/// end of the run. An address that cannot be bound (another service, a
+/// second instance) is logged and the pipeline runs without it: the
+/// dashboard only reads, and must never be why events are not taken.
+async fn start_dashboard(
+    config: &Config,
+    live: crate::web::Live,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<DashboardTask>> {
+    if config.dashboard.listen.is_empty() {
+        return Ok(None);
+    }
+    let listener = match crate::web::bind(&config.dashboard.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::warn!(
+                listen = %config.dashboard.listen,
+                error = %e,
+                "dashboard not served: cannot listen there (set dashboard.listen, \"\" turns it off)"
+            );
+            return Ok(None);
+        }
+    };
+    let addr = listener.local_addr()?;
+    let lake = open_lake(config).await?;
+    let (done, end) = watch::channel(false);
+    let shutdown = until_either(stop, end);
+    let task = tokio::spawn(crate::web::serve(
+        listener,
+        lake,
+        config.registry_dir(),
+        live,
+        shutdown,
+    ));
+    Ok(Some(DashboardTask { addr, done, task }))
+}
+
+/// Resolves once either receiver turns true (or its sender is gone).
+async fn until_either(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) {
+    tokio::select! {
+        _ = a.wait_for(|s| *s) => {}
+        _ = b.wait_for(|s| *s) => {}
+    }
+}
+
+type MetricsHandle = metrics_exporter_prometheus::PrometheusHandle;
+
 /// Serves `/metrics` if `metrics.listen` is set; recording starts with it.
 async fn start_metrics(
     config: &Config,
     mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<Option<SocketAddr>> {
+) -> anyhow::Result<(Option<SocketAddr>, Option<MetricsHandle>)> {
     if config.metrics.listen.is_empty() {
-        return Ok(None);
+        return Ok((None, None));
     }
     let handle = crate::metrics::install()?;
     let (listener, bound) = crate::metrics::bind(&config.metrics.listen).await?;
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
+    let served = handle.clone();
     tokio::spawn(async move {
-        if let Err(e) = crate::metrics::serve(listener, handle, shutdown).await {
+        if let Err(e) = crate::metrics::serve(listener, served, shutdown).await {
             tracing::error!("metrics endpoint stopped: {e}");
         }
     });
-    Ok(Some(bound))
+    Ok((Some(bound), Some(handle)))
 }
 
 async fn start_admin(

@@ -34,7 +34,7 @@ impl DemoArgs {
             seed: self.seed,
             accounts: 400,
             users_per_account: 5,
-            days: 7,
+            days: 28,
             duplicate_fraction: self.faults,
             late_fraction: self.faults / 2.0,
             malformed_fraction: self.faults / 4.0,
@@ -72,6 +72,8 @@ pub async fn run(
     )?;
     config.replay = vec![events_file];
     config.collector.listen = String::new();
+    // The demo ends by itself; `sluice dashboard` shows its lake afterwards.
+    config.dashboard.listen = String::new();
     let bar = ProgressBar::new(sim.events);
     bar.set_style(
         ProgressStyle::with_template(
@@ -95,6 +97,10 @@ pub async fn run(
     let lake = sluice::lake::Lake::local(&config.lake)?;
     println!("{}", sluice::query::report(&lake).await?);
     println!("Query the lake yourself: sluice query \"select count(*) from silver_events\"");
+    println!(
+        "See it in a browser: sluice dashboard (then open http://{}/; Ctrl-C ends it)",
+        sluice::config::DASHBOARD_LISTEN
+    );
     Ok(ExitCode::SUCCESS)
 }
 

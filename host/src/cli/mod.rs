@@ -1,6 +1,8 @@
 //! Command-line interface: one module per subcommand; errors surface here
 //! with their context chain and a non-zero exit.
 
+mod analysis;
+mod dashboard;
 mod demo;
 mod maintain;
 mod plugin;
@@ -43,13 +45,22 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Generate simulated usage events.
     Simulate(simulate::SimulateArgs),
-    /// Run SQL over the lake's tables and print the result.
+    /// Run SQL over the lake's tables (and the analyses' views) and print the result.
     Query {
         /// The SQL statement, e.g. "select count(*) from silver_events".
         sql: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: sluice::query::Format,
     },
     /// Answer the business questions from the gold tables.
-    Report,
+    Report {
+        #[arg(long, value_enum, default_value_t)]
+        format: sluice::query::Format,
+    },
+    /// Print one analysis (retention, stickiness, feature adoption, …), filtered.
+    Analysis(analysis::AnalysisArgs),
+    /// Serve the web dashboard over the lake, read-only, until Ctrl-C.
+    Dashboard(dashboard::DashboardArgs),
     /// Committed position and lag per source partition (Kafka: vs the broker).
     Status,
     /// Work with transform plugins.
@@ -157,16 +168,28 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli, Uses::NOTHING, |_| {})?;
             simulate::run(args, &config.kafka, &config.eventhubs).await
         }
-        Command::Query { sql } => {
+        Command::Query { sql, format } => {
             let lake = open_lake(&load_config(&cli, Uses::LAKE, |_| {})?).await?;
             let batches = sluice::query::sql(&lake, sql).await?;
-            println!("{}", sluice::query::format(&batches)?);
+            print!("{}", sluice::query::render(&batches, *format)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Report => {
+        Command::Report { format } => {
             let lake = open_lake(&load_config(&cli, Uses::LAKE, |_| {})?).await?;
-            println!("{}", sluice::query::report(&lake).await?);
+            print!("{}", sluice::query::report_as(&lake, *format).await?);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Analysis(args) => {
+            let lake = open_lake(&load_config(&cli, Uses::LAKE, |_| {})?).await?;
+            analysis::run(&lake, args).await
+        }
+        Command::Dashboard(args) => {
+            let uses = Uses {
+                dashboard: true,
+                ..Uses::LAKE
+            };
+            let config = load_config(&cli, uses, |_| {})?;
+            dashboard::run(&config, open_lake(&config).await?, args).await
         }
         Command::Status => {
             let uses = Uses {
@@ -230,6 +253,9 @@ async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
             }
             if let Some(addr) = ready.metrics {
                 eprintln!("sluice: metrics on http://{addr}/metrics");
+            }
+            if let Some(addr) = ready.dashboard {
+                eprintln!("sluice: dashboard on http://{addr}/");
             }
         },
         |report| {

@@ -1,6 +1,7 @@
 //! Integration tests: the whole host with real wasmtime, real Delta tables
 //! and a real child process, in one test binary to keep link time down.
 
+mod analyses;
 mod azurite;
 mod bad_input;
 mod build_script;
@@ -9,10 +10,13 @@ mod cli;
 mod collector;
 mod common;
 mod crash;
+mod dashboard;
 mod eventhubs;
 mod eventhubs_amqp;
 mod fixtures;
+mod formats;
 mod gold;
+mod grafana;
 mod hostile;
 mod interop;
 mod kafka;
