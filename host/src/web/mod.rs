@@ -5,6 +5,7 @@
 //! it never writes.
 
 mod api;
+pub mod config;
 mod health;
 
 use std::net::SocketAddr;
