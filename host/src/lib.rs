@@ -12,7 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod config_error;
 pub mod failpoint;
-pub mod lake;
+pub use sluice_lake as lake;
 pub mod layers;
 pub mod lifecycle;
 pub mod metrics;

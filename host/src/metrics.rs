@@ -39,6 +39,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .context("histogram buckets")?
         .install_recorder()
         .context("installing the Prometheus recorder")?;
+    sluice_lake::on_retry(record_storage_retry);
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 

@@ -49,28 +49,9 @@ impl std::str::FromStr for Layer {
     }
 }
 
-/// How a measure folds; mirrors `merge-op` in the WIT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MergeOp {
-    Sum,
-    Min,
-    Max,
-    Any,
-    First,
-}
-
-#[derive(Debug, Clone)]
-pub struct Measure {
-    pub column: String,
-    pub op: MergeOp,
-}
-
-#[derive(Debug, Clone)]
-pub struct MergeSpec {
-    pub keys: Vec<String>,
-    pub measures: Vec<Measure>,
-    pub order_by: Option<String>,
-}
+/// A merge table's grain and measures (the WIT's `merge-spec`): the lake's
+/// own vocabulary, since it is the lake that folds and merges by them.
+pub use sluice_lake::merge::{Measure, MergeOp, MergeSpec};
 
 #[derive(Debug, Clone)]
 pub struct Scd2Spec {

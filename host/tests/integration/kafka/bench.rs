@@ -1,5 +1,7 @@
 //! The Kafka benchmark (ignored unless asked for): a backlog through the
-//! whole pipeline, events/s and consumer lag over time.
+//! whole pipeline, events/s and consumer lag over time, beside a plain
+//! consumer reading the same backlog from the same broker, so the
+//! pipeline's own share of the time is known.
 
 use std::io::BufRead;
 use std::process::Stdio;
@@ -47,6 +49,12 @@ async fn kafka_benchmark() {
             println!(
                 "produced {events} events to 4 partitions in {:.1} s",
                 produced.elapsed().as_secs_f64()
+            );
+            let alone = consume_alone(&broker, &topic, events);
+            println!(
+                "consumer alone (librdkafka, same broker, same fetch settings): \
+                 {events} events in {alone:.1} s ({:.0} events/s)",
+                events as f64 / alone
             );
             None
         }
@@ -103,8 +111,9 @@ async fn kafka_benchmark() {
     let since_first = wall - first_batch.unwrap_or(0.0);
     println!(
         "drained {committed} events in {wall:.1} s from start ({:.0} events/s), \
-         {since_first:.1} s from the first batch",
-        committed as f64 / wall
+         {since_first:.1} s from the first batch ({:.0} events/s)",
+        committed as f64 / wall,
+        committed as f64 / since_first
     );
     println!("| t (s) | consumer lag (events) |");
     for (t, l) in lag {
@@ -112,6 +121,37 @@ async fn kafka_benchmark() {
     }
     let bronze = common::count(&lake, "SELECT COUNT(*) FROM bronze_events").await;
     assert_eq!(bronze as u64, events);
+}
+
+/// Seconds a bare consumer takes to read `events` records of `topic` from
+/// the start: what the broker and librdkafka give, with no pipeline.
+fn consume_alone(broker: &str, topic: &str, events: u64) -> f64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("group.id", format!("{topic}-alone"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "50")
+        .set("enable.partition.eof", "false")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in 0..4 {
+        list.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let started = Instant::now();
+    let mut read = 0u64;
+    while read < events {
+        match consumer.poll(Duration::from_secs(30)) {
+            Some(Ok(_)) => read += 1,
+            Some(Err(e)) => panic!("consumer alone: {e}"),
+            None => panic!("consumer alone stalled after {read} of {events} records"),
+        }
+    }
+    started.elapsed().as_secs_f64()
 }
 
 /// The numeric `name=` field of a log line.

@@ -9,7 +9,7 @@
 mod container;
 pub mod location;
 pub mod maintain;
-mod merge;
+pub mod merge;
 mod retry;
 
 use std::collections::HashMap;
@@ -28,8 +28,8 @@ use url::Url;
 
 pub use location::{LakeRoot, StorageOptions};
 pub use maintain::{Compaction, Policy, Round, TableReport, Usage};
-pub use merge::{conform, merge_plan_sql};
-pub use retry::delays as retry_delays;
+pub use merge::{Measure, MergeOp, MergeSpec, conform, merge_plan_sql};
+pub use retry::{delays as retry_delays, on_retry};
 
 /// Errors from the lake, with the table they concern.
 #[derive(Debug, thiserror::Error)]
@@ -460,7 +460,7 @@ impl LakeTable {
                 {
                     let delay = delays.next().unwrap_or(std::time::Duration::from_secs(5));
                     tracing::warn!(table = %self.name, batch, error = %e, ?delay, "commit failed: storage unreachable; retrying");
-                    crate::metrics::record_storage_retry(&self.name);
+                    retry::report(&self.name);
                     tokio::time::sleep(delay).await;
                     self.reload().await?;
                 }
@@ -509,7 +509,7 @@ impl LakeTable {
         stage: &str,
         batch: i64,
         rows: RecordBatch,
-        spec: &crate::runtime::contract::MergeSpec,
+        spec: &MergeSpec,
         ctx: &SessionContext,
     ) -> Result<bool> {
         let _layout = self.rewrite_guard().await?;

@@ -10,7 +10,32 @@ use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::transaction::CommitProperties;
 
 use super::{LakeError, Result, other_err};
-use crate::runtime::contract::{MergeOp, MergeSpec};
+
+/// How a measure folds rows that share the grain keys (the WIT's
+/// `merge-op`, which the host's contract maps onto this).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergeOp {
+    Sum,
+    Min,
+    Max,
+    Any,
+    First,
+}
+
+/// One measure column and how it folds.
+#[derive(Debug, Clone)]
+pub struct Measure {
+    pub column: String,
+    pub op: MergeOp,
+}
+
+/// A merge table's grain (`keys`) and measures; `order_by` decides `First`.
+#[derive(Debug, Clone)]
+pub struct MergeSpec {
+    pub keys: Vec<String>,
+    pub measures: Vec<Measure>,
+    pub order_by: Option<String>,
+}
 
 fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

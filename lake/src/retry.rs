@@ -3,6 +3,7 @@
 //! fails at once.
 
 use std::future::Future;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// How long a lake call keeps retrying before the error surfaces.
@@ -40,6 +41,22 @@ pub fn is_transient(message: &str) -> bool {
     .any(|marker| m.contains(marker))
 }
 
+/// Told the table's name each time a call is retried; set once by the host
+/// (its metrics), since the lake knows nothing of how retries are counted.
+static ON_RETRY: OnceLock<fn(&str)> = OnceLock::new();
+
+/// Registers what to call on each retried storage call (first call wins).
+pub fn on_retry(hook: fn(&str)) {
+    let _ = ON_RETRY.set(hook);
+}
+
+/// Reports one retried call on `table` to the registered hook, if any.
+pub(crate) fn report(table: &str) {
+    if let Some(hook) = ON_RETRY.get() {
+        hook(table);
+    }
+}
+
 /// Backoff delays: 200 ms doubling to 5 s.
 pub fn delays() -> impl Iterator<Item = Duration> {
     std::iter::successors(Some(FIRST_DELAY), |d| Some((*d * 2).min(MAX_DELAY)))
@@ -61,7 +78,7 @@ where
             Err(e) if is_transient(&e.to_string()) && start.elapsed() < GIVE_UP_AFTER => {
                 let delay = delays.next().unwrap_or(MAX_DELAY);
                 tracing::warn!(table, what, error = %e, ?delay, "storage unreachable; retrying");
-                crate::metrics::record_storage_retry(table);
+                report(table);
                 tokio::time::sleep(delay).await;
             }
             Err(e) => return Err(e),
