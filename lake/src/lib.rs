@@ -9,7 +9,7 @@
 mod container;
 pub mod location;
 pub mod maintain;
-pub mod merge;
+mod merge;
 mod retry;
 
 use std::collections::HashMap;

@@ -51,7 +51,7 @@ impl std::str::FromStr for Layer {
 
 /// A merge table's grain and measures (the WIT's `merge-spec`): the lake's
 /// own vocabulary, since it is the lake that folds and merges by them.
-pub use sluice_lake::merge::{Measure, MergeOp, MergeSpec};
+pub use sluice_lake::{Measure, MergeOp, MergeSpec};
 
 #[derive(Debug, Clone)]
 pub struct Scd2Spec {
