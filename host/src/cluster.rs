@@ -1,45 +1,37 @@
 //! Several `sluice run` instances on one lake: membership, partition claims
-//! and the single-writer lock, as OS file locks under `<lake>/_sluice/`.
+//! and the refine claim, as OS file locks under `<lake>/_sluice/`.
 //!
 //! Why file locks: the lake is a local directory, and the kernel drops a
 //! dead process's locks at once, so a `kill -9`ed instance's partitions and
-//! writer lock are free the moment it is gone, with no expiry to wait out.
-//! (A lake in object storage needs leases with expiry there instead, e.g.
-//! Azure blob leases, the Event Hubs processor's pattern.)
+//! refine claim are free the moment it is gone, with no expiry to wait out,
+//! while a stopped (SIGSTOP) one keeps them. Commits need no lock: bronze
+//! commits are fenced by Delta app transactions (`pipeline/ingest.rs`).
 //!
 //! - `members/<id>.lock`: held by each live instance; counting the held ones
 //!   gives each instance its fair share of partitions.
 //! - `claims/<name>.lock`: held by the instance that consumes that partition.
 //!   An instance only claims free partitions and never gives one up while it
 //!   lives, so two instances never consume the same partition.
-//! - `writer.lock`: held for the whole commit of one batch (bronze → done),
-//!   so batch ids, app transactions and host state stay those of one writer.
+//! - `claims/refine.lock`: held by the one instance that runs the silver and
+//!   gold tiers (the leader), from before it reads their state until they
+//!   have stopped, so two never refine at once.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// This instance's membership; dropping it (or dying) leaves the cluster.
+/// This instance's membership; dropping every clone (or dying) leaves the
+/// cluster.
+#[derive(Clone)]
 pub struct Cluster {
     dir: PathBuf,
     id: String,
-    _member: File,
+    _member: std::sync::Arc<File>,
 }
 
 /// A claimed partition; dropping it releases the claim.
 pub struct Claim {
     _file: File,
-}
-
-/// The writer lock; dropping it lets another instance commit.
-pub struct WriterGuard {
-    file: File,
-}
-
-impl Drop for WriterGuard {
-    fn drop(&mut self) {
-        let _ = self.file.unlock();
-    }
 }
 
 fn open(path: &Path) -> io::Result<File> {
@@ -76,7 +68,7 @@ impl Cluster {
         Ok(Cluster {
             dir,
             id,
-            _member: member,
+            _member: std::sync::Arc::new(member),
         })
     }
 
@@ -123,18 +115,15 @@ impl Cluster {
         Ok(try_lock(&file)?.then_some(Claim { _file: file }))
     }
 
-    /// Waits for the writer lock.
-    pub async fn writer(lake: &Path) -> io::Result<WriterGuard> {
-        let path = lake.join("_sluice/writer.lock");
-        tokio::task::spawn_blocking(move || {
-            let file = open(&path)?;
-            file.lock()?;
-            Ok(WriterGuard { file })
-        })
-        .await
-        .map_err(io::Error::other)?
+    /// Claims the right to run the silver and gold tiers, if no live
+    /// instance holds it.
+    pub fn try_lead(&self) -> io::Result<Option<Claim>> {
+        self.try_claim(REFINE_CLAIM)
     }
 }
+
+/// The claim of the instance that runs silver and gold.
+const REFINE_CLAIM: &str = "refine";
 
 /// How many of `partitions` one of `members` instances should consume.
 pub fn fair_share(partitions: usize, members: usize) -> usize {
@@ -160,5 +149,10 @@ mod tests {
         assert_eq!(fair_share(4, 2), 2);
         assert_eq!(fair_share(4, 3), 2);
         assert_eq!(fair_share(4, 1), 4);
+        let lead = b.try_lead().unwrap().expect("nobody leads");
+        let c = Cluster::join(dir.path()).unwrap();
+        assert!(c.try_lead().unwrap().is_none(), "b leads");
+        drop(lead);
+        assert!(c.try_lead().unwrap().is_some(), "b stepped down");
     }
 }

@@ -97,27 +97,40 @@ pub fn warehouse_loader(
     )))
 }
 
-/// Joins the instances sharing the lake and opens the pipeline under the
-/// writer lock (so concurrent starts do not create or recover tables twice).
+/// Joins the instances sharing the lake and opens the pipeline: recovered
+/// and refining if this instance takes the refine claim now, else only
+/// ingesting (it takes the claim when the leader goes).
 async fn open_shared(
     config: &Config,
     lifecycle: &mut Lifecycle,
 ) -> anyhow::Result<(Pipeline, kafka::Sharing)> {
     let cluster = Cluster::join(&config.lake)
         .with_context(|| format!("joining the instances on {}", config.lake.display()))?;
-    let writer = Cluster::writer(&config.lake).await?;
-    let mut pipeline = open_managed(config, lifecycle).await?;
-    drop(writer);
+    let lead = cluster.try_lead()?;
+    let mut pipeline = match lead {
+        Some(_) => open_managed(config, lifecycle).await?,
+        None => {
+            let lake = open_lake(config).await?;
+            let mut pipeline =
+                Pipeline::open_to_ingest(&lake, lifecycle.load_plugins()?, time_bounds(config))
+                    .await?;
+            pipeline.record_rollbacks_with(lifecycle.rollback_recorder());
+            pipeline
+        }
+    };
     let lake = Lake::local(&config.lake)?;
-    pipeline.share(SharedLake {
-        lake: lake.clone(),
-        root: config.lake.clone(),
-        bounds: time_bounds(config),
-    });
     tracing::info!(
         instance = cluster.id(),
+        leading = lead.is_some(),
         "sharing the lake with other instances"
     );
+    pipeline.share(SharedLake {
+        lake: lake.clone(),
+        bounds: time_bounds(config),
+        cluster: cluster.clone(),
+        leading: lead.is_some(),
+        lead,
+    });
     Ok((pipeline, kafka::Sharing::new(cluster, lake)))
 }
 

@@ -7,6 +7,7 @@
 //! grow, so a replay after a crash skips what is already durable.
 
 mod container;
+mod fenced;
 pub mod location;
 pub mod maintain;
 mod merge;
@@ -26,6 +27,7 @@ use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError, StructType};
 use url::Url;
 
+pub use fenced::{FencedCommit, Marks, raise_mark};
 pub use location::{LakeRoot, StorageOptions};
 pub use maintain::{Compaction, Policy, Round, TableReport, Usage};
 pub use merge::{Measure, MergeOp, MergeSpec, conform, merge_plan_sql};
@@ -182,14 +184,25 @@ impl Lake {
             table
         } else {
             let kernel: StructType = schema.try_into_kernel().map_err(|e| other_err(name, e))?;
-            table
+            let created = table
                 .create()
                 .with_table_name(name)
                 .with_comment(description)
                 .with_columns(kernel.fields().cloned())
                 .with_partition_columns(partition_by.to_vec())
-                .await
-                .map_err(delta_err(name))?
+                .await;
+            match created {
+                Ok(table) => table,
+                // Another instance created it first: use theirs.
+                Err(e) => {
+                    let theirs = self.load(name).await?;
+                    if theirs.version().is_none() {
+                        return Err(delta_err(name)(e));
+                    }
+                    check_has_columns(name, &theirs, schema)?;
+                    theirs
+                }
+            }
         };
         Ok(LakeTable {
             name: name.to_string(),

@@ -1,16 +1,17 @@
 //! Bronze as the host sees it: raw records in, the bronze plugin's rows out,
 //! plus `batch_row` so a batch can be re-read from the lake in arrival order.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    Array, ArrayRef, BinaryArray, BinaryBuilder, Int32Array, Int64Array, Int64Builder, RecordBatch,
+    Array, ArrayRef, BinaryArray, BooleanArray, BinaryBuilder, Int32Array, Int64Array, Int64Builder, RecordBatch,
     StringArray, StringBuilder, TimestampMicrosecondArray,
 };
 use deltalake::arrow::compute::kernels::cmp::distinct;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-use deltalake::arrow::compute::cast;
+use deltalake::arrow::compute::{cast, filter_record_batch};
 use deltalake::datafusion::prelude::SessionContext;
 
 use super::quarantine;
@@ -204,6 +205,65 @@ impl<'a> RawColumns<'a> {
     }
 }
 
+/// The app id under which bronze commits record how far a partition is
+/// stored: `<source>:<partition>`, e.g. `kafka:events/3`.
+pub fn position_key(source: &str, partition: &str) -> String {
+    format!("{source}:{partition}")
+}
+
+/// The app ids of `positions` (as [`position_key`] names them).
+pub fn position_marks(positions: &Positions) -> crate::lake::Marks {
+    positions
+        .iter()
+        .map(|((source, partition), offset)| (position_key(source, partition), *offset))
+        .collect()
+}
+
+/// What a bronze commit may still add to the table by `marks`: the rows
+/// of ordered-log partitions past their mark (every writer sees the same
+/// broker offsets there, so a row at or below the mark is stored already,
+/// by this writer or another), every row of other sources (files and
+/// collectors number their own records), and the position each ordered
+/// partition reaches with them. `None` if no row is left.
+pub fn ahead_of_marks(
+    rows: &RecordBatch,
+    marks: &crate::lake::Marks,
+) -> Result<Option<(RecordBatch, Vec<(String, i64)>)>, String> {
+    let columns = RawColumns::new(rows)?;
+    // Per (source, partition): its key, its mark, the last offset kept.
+    let mut partitions: HashMap<(&str, &str), (String, Option<i64>, Option<i64>)> = HashMap::new();
+    let mut keep = Vec::with_capacity(columns.len());
+    for i in 0..columns.len() {
+        let row = columns.row(i);
+        if !crate::record::is_ordered_log(row.source) {
+            keep.push(true);
+            continue;
+        }
+        let (_, mark, last) = partitions
+            .entry((row.source, row.partition))
+            .or_insert_with(|| {
+                let key = position_key(row.source, row.partition);
+                let mark = marks.get(&key).copied();
+                (key, mark, None)
+            });
+        let ahead = mark.is_none_or(|m| row.offset > m);
+        if ahead {
+            *last = (*last).max(Some(row.offset));
+        }
+        keep.push(ahead);
+    }
+    let claims = partitions
+        .into_values()
+        .filter_map(|(key, _, last)| Some((key, last?)))
+        .collect();
+    let kept = if keep.iter().all(|k| *k) {
+        rows.clone()
+    } else {
+        filter_record_batch(rows, &BooleanArray::from(keep)).map_err(|e| e.to_string())?
+    };
+    Ok((kept.num_rows() > 0).then_some((kept, claims)))
+}
+
 /// Committed positions as the lake holds them now: sources resume after
 /// them (and a partition an instance has just claimed does too).
 pub async fn committed_positions(lake: &Lake) -> anyhow::Result<Positions> {
@@ -290,6 +350,55 @@ mod tests {
             .collect();
         fields[i] = Field::new(name, columns[i].data_type().clone(), false);
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    }
+
+    /// Raw input of `(source, partition, offset)` records.
+    fn raw(records: &[(&str, &str, i64)]) -> RecordBatch {
+        let records: Vec<RawRecord> = records
+            .iter()
+            .map(|(source, partition, offset)| RawRecord {
+                payload: bytes::Bytes::from_static(b"{}"),
+                source: (*source).into(),
+                partition: (*partition).into(),
+                offset: *offset,
+            })
+            .collect();
+        raw_input(&records, NOW)
+    }
+
+    #[test]
+    fn rows_at_or_below_a_partitions_mark_are_dropped_and_claims_name_the_rest() {
+        let rows = raw(&[
+            ("kafka", "t/0", 5),
+            ("kafka", "t/0", 6),
+            ("kafka", "t/1", 3),
+            ("http", "collector", 1),
+            ("kafka", "t/0", 7),
+        ]);
+        let marks = crate::lake::Marks::from([
+            (position_key("kafka", "t/0"), 5),
+            (position_key("http", "collector"), 9),
+        ]);
+        let (kept, mut claims) = ahead_of_marks(&rows, &marks).unwrap().expect("rows left");
+        claims.sort();
+        assert_eq!(
+            claims,
+            vec![("kafka:t/0".to_string(), 7), ("kafka:t/1".to_string(), 3)],
+            "the last offset kept per ordered partition; none for the collector"
+        );
+        let offsets = RawColumns::new(&kept).unwrap();
+        let kept: Vec<i64> = (0..offsets.len()).map(|i| offsets.row(i).offset).collect();
+        assert_eq!(
+            kept,
+            vec![6, 3, 1, 7],
+            "offset 5 of t/0 is stored; the collector numbers its own"
+        );
+        let all_stored = crate::lake::Marks::from([
+            (position_key("kafka", "t/0"), 7),
+            (position_key("kafka", "t/1"), 3),
+        ]);
+        let only_kafka = raw(&[("kafka", "t/0", 7), ("kafka", "t/1", 2)]);
+        assert!(ahead_of_marks(&only_kafka, &all_stored).unwrap().is_none());
     }
 
     #[test]

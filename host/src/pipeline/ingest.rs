@@ -3,17 +3,23 @@
 //! durable. It never waits for silver or gold: bronze is the acknowledged,
 //! replayable log the silver tier follows.
 //!
-//! Commit protocol of bronze batch N: the plugin's rows (or, if the bronze
-//! plugin fails, quarantine rows with the raw bytes) are committed with app
-//! transaction `sluice-bronze` = N. Source positions are the max offsets
-//! stored in those rows.
+//! Commit protocol of bronze batch N: the plugin's rows are committed with
+//! app transactions `sluice-bronze` = N, `sluice-bronze@<writer>` = N (so a
+//! writer knows its own commit whose answer was lost) and, per partition of
+//! an ordered log (Kafka, Event Hubs), `<source>:<partition>` = its last
+//! offset in the batch. Those make bronze safe for several writers without a
+//! lock (`lake::LakeTable::append_fenced`): two commits claiming the same
+//! batch id or partition conflict in Delta, and the loser takes the next id
+//! and drops the records the winner stored. If the bronze plugin fails, the
+//! batch's raw records go to quarantine under `sluice-bronze` = N there.
+//! Source positions are the max offsets stored in those rows.
 
 use deltalake::arrow::array::RecordBatch;
 
 use super::STAGE_BRONZE;
 use super::slots::Slots;
 use crate::failpoint::reached as failpoint;
-use crate::lake::LakeTable;
+use crate::lake::{FencedCommit, LakeTable, Marks};
 use crate::layers::bronze;
 use crate::runtime::{Layer, PluginFailure};
 use crate::sources::RawRecord;
@@ -38,6 +44,11 @@ pub struct IngestTier {
     /// own app transactions (Delta appends commute).
     quarantine: LakeTable,
     slots: Slots,
+    /// What this writer knows bronze holds: the last batch id, each ordered
+    /// partition's last offset, its own last batch.
+    marks: Marks,
+    /// This writer's own app id in bronze commits.
+    writer: String,
 }
 
 impl IngestTier {
@@ -46,13 +57,33 @@ impl IngestTier {
             bronze,
             quarantine,
             slots,
+            marks: Marks::new(),
+            writer: format!("{STAGE_BRONZE}@{}", uuid::Uuid::new_v4().simple()),
         }
+    }
+
+    /// Reads, from this tier's own snapshot of bronze (and quarantine), the
+    /// committed positions and the last bronze batch id, and starts its
+    /// marks from them: exact as of the snapshot its commits start from,
+    /// so any later commit of another writer makes them conflict.
+    pub(super) async fn start(&mut self) -> anyhow::Result<(crate::record::Positions, i64)> {
+        let ctx = deltalake::datafusion::prelude::SessionContext::new();
+        crate::lake::register(&ctx, bronze::TABLE, self.bronze.delta()).await?;
+        crate::lake::register(&ctx, crate::layers::quarantine::TABLE, self.quarantine.delta())
+            .await?;
+        let positions = bronze::positions_in(&ctx).await?;
+        let last_bronze = self.bronze.committed(STAGE_BRONZE).await?.unwrap_or(0);
+        let last_failed = self.quarantine.committed(STAGE_BRONZE).await?.unwrap_or(0);
+        self.marks = bronze::position_marks(&positions);
+        self.marks.insert(STAGE_BRONZE.to_string(), last_bronze);
+        Ok((positions, last_bronze.max(last_failed)))
     }
 
     /// Runs the bronze plugin on `records` and commits its rows as the next
     /// bronze batch (or quarantines the batch if the plugin fails). When
     /// this returns, the records are durable and may be acknowledged.
-    pub async fn commit(&mut self, records: &[RawRecord]) -> anyhow::Result<Committed> {
+    /// `None` if other writers had stored every record already.
+    pub async fn commit(&mut self, records: &[RawRecord]) -> anyhow::Result<Option<Committed>> {
         let now = crate::time::now_micros();
         let input = bronze::raw_input(records, now);
         let expected_rows = input.num_rows();
@@ -88,10 +119,14 @@ impl IngestTier {
         };
         match outcome {
             Ok((rows, plugin)) => {
-                let stored = bronze::to_stored(&rows, batch, &plugin.meta().producer());
-                self.bronze
-                    .append(STAGE_BRONZE, batch, vec![stored.clone()])
-                    .await?;
+                let producer = plugin.meta().producer();
+                let Some((batch, stored)) = self.append_fenced(batch, &rows, &producer).await?
+                else {
+                    // Tentative ids are this writer's: give this one back.
+                    self.slots.set_next_bronze(batch);
+                    return Ok(None);
+                };
+                committed.batch = batch;
                 committed.rows = stored;
             }
             Err(failure) => {
@@ -109,8 +144,61 @@ impl IngestTier {
                 committed.bronze_failure = Some(failure.reason());
             }
         }
-        failpoint("bronze-committed", batch);
-        crate::metrics::record_tier_position("bronze", batch);
-        Ok(committed)
+        failpoint("bronze-committed", committed.batch);
+        crate::metrics::record_tier_position("bronze", committed.batch);
+        Ok(Some(committed))
+    }
+
+    /// Commits the plugin's `rows` as bronze batch `tentative` or, if other
+    /// writers took that id meanwhile, the next free one, without the
+    /// records they stored. Returns the batch id and the stored rows, or
+    /// `None` if nothing was left to store.
+    async fn append_fenced(
+        &mut self,
+        tentative: i64,
+        rows: &RecordBatch,
+        producer: &str,
+    ) -> anyhow::Result<Option<(i64, RecordBatch)>> {
+        let writer = self.writer.clone();
+        let mut attempt: Option<(i64, RecordBatch)> = None;
+        let mut refused = None;
+        self.bronze
+            .append_fenced(&mut self.marks, |marks| {
+                if let Some((batch, _)) = &attempt
+                    && marks.get(&writer).is_some_and(|own| own >= batch)
+                {
+                    return None; // our commit landed; its answer was lost
+                }
+                let (kept, positions) = match bronze::ahead_of_marks(rows, marks) {
+                    Ok(Some(ahead)) => ahead,
+                    Ok(None) => {
+                        attempt = None;
+                        return None;
+                    }
+                    Err(e) => {
+                        refused = Some(e);
+                        return None;
+                    }
+                };
+                let batch = marks
+                    .get(STAGE_BRONZE)
+                    .map_or(tentative, |last| tentative.max(last + 1));
+                let stored = bronze::to_stored(&kept, batch, producer);
+                let mut txns = vec![(STAGE_BRONZE.to_string(), batch), (writer.clone(), batch)];
+                txns.extend(positions);
+                attempt = Some((batch, stored.clone()));
+                Some(FencedCommit {
+                    txns,
+                    rows: vec![stored],
+                })
+            })
+            .await?;
+        if let Some(e) = refused {
+            anyhow::bail!("bronze rows: {e}");
+        }
+        if let Some((batch, _)) = &attempt {
+            self.slots.set_next_bronze(batch + 1);
+        }
+        Ok(attempt)
     }
 }

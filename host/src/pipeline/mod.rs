@@ -119,6 +119,41 @@ impl Pipeline {
         plugins: Plugins,
         bounds: TimeBounds,
     ) -> anyhow::Result<Pipeline> {
+        let mut pipeline = Self::open_tables(lake, plugins, bounds).await?;
+        recovery::recover(&mut pipeline).await?;
+        pipeline.start_ingest().await?;
+        Ok(pipeline)
+    }
+
+    /// Opens every table for an instance that only ingests for now (on a
+    /// lake another instance refines): nothing is refined or recovered.
+    pub async fn open_to_ingest(
+        lake: &Lake,
+        plugins: Plugins,
+        bounds: TimeBounds,
+    ) -> anyhow::Result<Pipeline> {
+        let mut pipeline = Self::open_tables(lake, plugins, bounds).await?;
+        pipeline.start_ingest().await?;
+        Ok(pipeline)
+    }
+
+    /// Positions and the next batch id as the ingest tier's own view of
+    /// the lake says (the snapshot its fenced commits start from).
+    async fn start_ingest(&mut self) -> anyhow::Result<()> {
+        let ingest = self.ingest.as_mut().context("the ingest tier is out")?;
+        let (positions, last_batch) = ingest.start().await?;
+        self.positions = positions;
+        if self.slots.next_bronze() <= last_batch {
+            self.slots.set_next_bronze(last_batch + 1);
+        }
+        Ok(())
+    }
+
+    async fn open_tables(
+        lake: &Lake,
+        plugins: Plugins,
+        bounds: TimeBounds,
+    ) -> anyhow::Result<Pipeline> {
         let decl = |plugin: &crate::runtime::LoadedPlugin, table: &str| {
             plugin
                 .meta()
@@ -185,7 +220,7 @@ impl Pipeline {
             next_batch: 1,
             written_by_earlier_run: 0,
         };
-        let mut pipeline = Pipeline {
+        Ok(Pipeline {
             lake: lake.clone(),
             slots,
             ingest: Some(ingest),
@@ -194,9 +229,7 @@ impl Pipeline {
             positions: Positions::new(),
             totals: Totals::default(),
             shared: None,
-        };
-        recovery::recover(&mut pipeline).await?;
-        Ok(pipeline)
+        })
     }
 
     /// Last committed offset per source partition; sources resume after it.
@@ -208,7 +241,8 @@ impl Pipeline {
         &self.totals
     }
 
-    /// From now on, commit each batch under the cluster's writer lock.
+    /// From now on, ingest beside other instances and refine only while
+    /// holding the cluster's refine claim (see `shared.rs`).
     pub fn share(&mut self, shared: shared::SharedLake) {
         self.shared = Some(shared);
     }
@@ -218,10 +252,28 @@ impl Pipeline {
         self.slots.active(Layer::Gold).meta().clone()
     }
 
-    /// Whether other instances share the lake (then each batch is ingested
-    /// and refined in one go, under the writer lock).
+    /// Whether other instances share the lake.
     pub fn is_shared(&self) -> bool {
         self.shared.is_some()
+    }
+
+    /// Whether this instance runs silver and gold: always on a lake of its
+    /// own, while it holds the refine claim on a shared one.
+    pub fn refines(&self) -> bool {
+        self.shared.as_ref().is_none_or(|s| s.leading)
+    }
+
+    /// The refine claim taken when the pipeline was opened, if any.
+    fn shared_lead(&mut self) -> Option<crate::cluster::Claim> {
+        self.shared.as_mut().and_then(|s| s.lead.take())
+    }
+
+    /// Takes the cluster's refine claim if it is free.
+    fn try_lead(&self) -> anyhow::Result<Option<crate::cluster::Claim>> {
+        match &self.shared {
+            Some(s) => Ok(s.cluster.try_lead()?),
+            None => Ok(None),
+        }
     }
 
     /// Hands the ingest tier to a task of its own.
@@ -258,21 +310,22 @@ impl Pipeline {
     }
 
     /// Ingests one batch and refines it at once (all tiers in one call):
-    /// the path of a shared lake and of tests that drive the pipeline
-    /// batch by batch. `on_durable` is called once the records are
+    /// the path of tests that drive the pipeline batch by batch. `on_durable` is called once the records are
     /// committed in bronze (or quarantine).
     pub async fn process(
         &mut self,
         records: Vec<RawRecord>,
         on_durable: impl FnOnce(),
     ) -> anyhow::Result<BatchReport> {
-        let _writer = shared::take_writer(self).await?;
         let ingest = self
             .ingest
             .as_mut()
             .context("the ingest tier runs on its own task")?;
         let committed = ingest.commit(&records).await?;
         on_durable();
+        let Some(committed) = committed else {
+            return Ok(BatchReport::default());
+        };
         let silver = self.refine_silver(vec![committed]).await?;
         let slots = self.slots.clone();
         let report = self.gold_mut()?.step(&slots, silver).await?;

@@ -38,7 +38,6 @@ pub(super) async fn recover(pipeline: &mut Pipeline) -> anyhow::Result<()> {
     lake::register(&ctx, silver::TABLE, pipeline.silver.silver.delta()).await?;
     lake::register(&ctx, quarantine::TABLE, pipeline.silver.quarantine.delta()).await?;
     pipeline.silver.dedup = restore_dedup(&ctx, last_done, bounds).await?;
-    pipeline.positions = bronze::positions_in(&ctx).await?;
     pipeline.silver.next_batch = last_done + 1;
     pipeline.gold_mut()?.next_batch = last_done + 1;
     let gold_end = interrupted_gold_end(pipeline).await?;
@@ -106,7 +105,7 @@ fn unfinished_steps(last_done: i64, interrupted_end: i64, last_bronze: i64) -> V
 }
 
 /// Rows whose bronze batch is in `first..=last`.
-fn rows_between(rows: &RecordBatch, first: i64, last: i64) -> anyhow::Result<RecordBatch> {
+pub(super) fn rows_between(rows: &RecordBatch, first: i64, last: i64) -> anyhow::Result<RecordBatch> {
     let ids = rows
         .column_by_name(BATCH_ID)
         .and_then(|c| c.as_any().downcast_ref::<Int64Array>())

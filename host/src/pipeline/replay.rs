@@ -65,8 +65,12 @@ impl Pipeline {
         if layer == Layer::Bronze {
             bail!("bronze is the log every other layer is rebuilt from: replay silver or gold");
         }
-        // On a shared lake, no other instance commits while tables are replaced.
-        let _writer = super::shared::take_writer(self).await?;
+        // On a shared lake only the leader writes silver and gold.
+        anyhow::ensure!(
+            self.refines(),
+            "this instance does not run silver and gold now (another instance on the lake \
+             holds the refine claim): ask that one to replay"
+        );
         anyhow::ensure!(
             self.silver.next_batch == self.next_batch(),
             "a replay needs silver and gold at the same batch (gold is behind)"

@@ -107,7 +107,7 @@ pub async fn run(
     mut on_batch: impl FnMut(&BatchReport),
 ) -> anyhow::Result<()> {
     if pipeline.is_shared() {
-        return run_in_turn(pipeline, rx, trigger, stop, controller, on_batch).await;
+        return run_shared(pipeline, rx, trigger, stop, controller, on_batch).await;
     }
     let Some(ingest) = pipeline.take_ingest() else {
         anyhow::bail!("the ingest tier is already running");
@@ -302,10 +302,17 @@ async fn ingest_loop(
             acks,
             committed.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")),
         );
-        if let Ok(c) = &committed {
-            tracing::debug!(batch = c.batch, events = c.events, "bronze batch committed");
-        }
-        if bronze_tx.send((committed?, held)).is_err() {
+        let Some(committed) = committed? else {
+            // Other writers had stored it all: nothing for silver.
+            ahead.add_permits(held as usize);
+            continue;
+        };
+        tracing::debug!(
+            batch = committed.batch,
+            events = committed.events,
+            "bronze batch committed"
+        );
+        if bronze_tx.send((committed, held)).is_err() {
             break;
         }
     }
@@ -338,46 +345,123 @@ async fn next_envelope(
     }
 }
 
-/// Runs each batch through all tiers before the next (a shared lake, where
-/// every batch is committed under the cluster's writer lock).
-async fn run_in_turn(
+/// A shared lake: the ingest tier runs on its own task as always (its
+/// producers acknowledged at its bronze commits), and silver and gold run
+/// only while this instance holds the cluster's refine claim, over every
+/// instance's bronze batches as the lake holds them (`shared.rs`). The
+/// claim is dropped only once silver and gold have stopped.
+async fn run_shared(
     pipeline: &mut Pipeline,
-    mut rx: mpsc::Receiver<Envelope>,
+    rx: mpsc::Receiver<Envelope>,
     trigger: Trigger,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     mut controller: Option<Controller>,
     mut on_batch: impl FnMut(&BatchReport),
 ) -> anyhow::Result<()> {
-    let mut carry = None;
+    let Some(ingest) = pipeline.take_ingest() else {
+        anyhow::bail!("the ingest tier is already running");
+    };
+    let ahead = Arc::new(Semaphore::new(trigger.max_events.max(1) * AHEAD_BATCHES));
+    let (bronze_tx, mut bronze_rx) = mpsc::unbounded_channel::<(Committed, u32)>();
+    let ingest_task = tokio::spawn(ingest_loop(
+        ingest,
+        rx,
+        trigger,
+        stop,
+        bronze_tx,
+        ahead.clone(),
+    ));
+    // The leader reads this instance's batches from the lake like any
+    // other's: their permits come back at once.
+    let (done_tx, ingest_done) = watch::channel(false);
+    let releaser = ahead.clone();
+    tokio::spawn(async move {
+        while let Some((_, held)) = bronze_rx.recv().await {
+            releaser.add_permits(held as usize);
+        }
+        let _ = done_tx.send(true);
+    });
+    let lead = match pipeline.shared_lead() {
+        Some(claim) => Some(claim),
+        None => wait_for_lead(pipeline, &mut controller, ingest_done.clone()).await?,
+    };
+    if let Some(claim) = lead {
+        let refined = lead_refining(pipeline, &mut controller, &mut on_batch, trigger, ingest_done).await;
+        drop(claim);
+        if let Err(e) = refined {
+            ingest_task.abort();
+            return Err(e);
+        }
+    }
+    pipeline.put_ingest(ingest_task.await??);
+    Ok(())
+}
+
+/// Until this instance takes the refine claim (`Some`, with the pipeline
+/// reopened from the lake) or its ingest tier is done (`None`), applies
+/// plugin controls; replays are refused (only the leader refines).
+async fn wait_for_lead(
+    pipeline: &mut Pipeline,
+    controller: &mut Option<Controller>,
+    mut ingest_done: watch::Receiver<bool>,
+) -> anyhow::Result<Option<crate::cluster::Claim>> {
     loop {
-        let first = tokio::select! {
-            biased;
-            control = next_control(&mut controller) => {
+        if let Some(claim) = pipeline.try_lead()? {
+            tracing::info!("took the refine claim: running silver and gold");
+            super::shared::take_over(pipeline).await?;
+            return Ok(Some(claim));
+        }
+        if *ingest_done.borrow_and_update() {
+            return Ok(None);
+        }
+        tokio::select! {
+            control = next_control(controller) => {
                 if let Some(c) = controller.as_mut() {
                     c.lifecycle.handle(pipeline, control).await;
                 }
-                continue;
             }
-            envelope = next_envelope(&mut rx, &mut stop, &mut carry) => envelope,
-        };
-        let Some(first) = first else { return Ok(()) };
-        let (records, acks) = collect_batch(first, &mut rx, trigger, &mut stop, &mut carry).await;
-        let mut pending = Some(acks);
-        let result = pipeline
-            .process(records, || {
-                // Durable in bronze: producers may forget these events now.
-                answer(pending.take().unwrap_or_default(), Ok(()));
-            })
-            .await;
-        if let Some(acks) = pending {
-            answer(acks, Err("the pipeline failed to commit the batch".into()));
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = ingest_done.changed() => {}
         }
-        let report = result?;
-        if let Some(c) = controller.as_mut() {
-            c.lifecycle.after_batch(pipeline);
-        }
-        on_batch(&report);
     }
+}
+
+/// Silver and gold over the lake's bronze batches until the ingest tier is
+/// done and they have caught up.
+async fn lead_refining(
+    pipeline: &mut Pipeline,
+    controller: &mut Option<Controller>,
+    on_batch: &mut impl FnMut(&BatchReport),
+    trigger: Trigger,
+    ingest_done: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let (follow_tx, follow_rx) = mpsc::unbounded_channel();
+    let follower = tokio::spawn(super::shared::follow_bronze(
+        super::shared::bronze_handle(pipeline).await?,
+        pipeline.silver.next_batch,
+        follow_tx,
+        ingest_done,
+    ));
+    // Bronze batches come from the lake, already acknowledged: nothing
+    // to hold back.
+    let unbounded = Semaphore::new(0);
+    let mut refine = Refine {
+        pipeline,
+        controller,
+        on_batch,
+        ahead: &unbounded,
+        gold: GoldQueue::default(),
+        trigger,
+    };
+    let refined = match refine.run(follow_rx).await {
+        Ok(()) => refine.settle().await,
+        Err(e) => Err(e),
+    };
+    if refined.is_err() {
+        follower.abort();
+    }
+    refined?;
+    follower.await?
 }
 
 /// Tells every producer of a batch how its commit went.

@@ -39,11 +39,11 @@ fn emulator_options() -> StorageOptions {
 }
 
 /// A fresh container per test, so tests never see each other's tables.
-fn lake_url() -> String {
+pub(crate) fn lake_url() -> String {
     format!("az://t{}/lake", uuid::Uuid::new_v4().simple())
 }
 
-fn azure_config(url: &str, cache: &Path, files: Vec<std::path::PathBuf>) -> Config {
+pub(crate) fn azure_config(url: &str, cache: &Path, files: Vec<std::path::PathBuf>) -> Config {
     let mut config = common::replay_config(&cache.join("unused-lake"), files, 2_000);
     config.lake = url.into();
     config.lake_options = emulator_options();

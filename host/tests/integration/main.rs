@@ -13,6 +13,7 @@ mod crash;
 mod dashboard;
 mod eventhubs;
 mod eventhubs_amqp;
+mod fleet;
 mod fixtures;
 mod formats;
 mod gold;

@@ -33,7 +33,7 @@ pub struct KafkaConfig {
     /// `fetch.wait.max.ms`: how long the broker may hold a fetch for data.
     pub fetch_wait_max_ms: u64,
     /// Share the partitions with other `sluice run` instances on the same
-    /// lake (claims and a writer lock under `<lake>/_sluice/`).
+    /// lake (partition and refine claims under `<lake>/_sluice/`).
     pub share_partitions: bool,
     /// How often the running source logs its per-partition lag.
     pub lag_report_ms: u64,

@@ -10,6 +10,42 @@ use super::{
     wait_for_bronze, watch,
 };
 
+/// Waits until `n` instances have committed to bronze: each commit names
+/// its writer in an app transaction `sluice-bronze@<writer>`.
+async fn wait_for_writers(lake: &Path, n: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let writers = bronze_writers(lake);
+        if writers.len() >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} instances committed to bronze after {limit:?}",
+            writers.len()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The writer ids in bronze's commit files.
+fn bronze_writers(lake: &Path) -> std::collections::BTreeSet<String> {
+    let Ok(entries) = std::fs::read_dir(lake.join("bronze_events/_delta_log")) else {
+        return Default::default();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .flat_map(|text| {
+            text.split("\"appId\":\"sluice-bronze@")
+                .skip(1)
+                .map(|rest| rest.split('"').next().unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// The `owned=N` of a claim log line.
 fn owned(line: &str) -> usize {
     plain(line)
@@ -66,8 +102,14 @@ pub async fn shared_with_a_kill_9(broker: &str) {
         (2, 2),
         "the instances share the four partitions"
     );
-    a_watch.batches.recv_timeout(limit).expect("a commits");
-    b_watch.batches.recv_timeout(limit).expect("b commits");
+    // Both ingest (each commits bronze under its own writer id); one of
+    // them refines.
+    wait_for_writers(&lake, 2, limit).await;
+    let deadline = Instant::now() + limit;
+    while a_watch.batches.try_recv().is_err() && b_watch.batches.try_recv().is_err() {
+        assert!(Instant::now() < deadline, "neither instance refines");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     a.kill().unwrap(); // SIGKILL, mid-stream
     a.wait().unwrap();
@@ -126,7 +168,7 @@ async fn an_instance_that_joins_later_is_handed_its_share() {
     owned_by(&b_watch, 2, "b");
 
     lines.extend(produce_sim(&broker, &topic, 32, 6_000));
-    b_watch.batches.recv_timeout(limit).expect("b commits");
+    wait_for_writers(&lake, 2, limit).await;
     wait_for_bronze(&lake, lines.len(), Duration::from_secs(240)).await;
     terminate(a);
     terminate(b);
