@@ -111,7 +111,7 @@ async fn open_shared(
         Some(_) => open_managed(config, lifecycle).await?,
         None => {
             let lake = open_lake(config).await?;
-            let mut pipeline =
+            let pipeline =
                 Pipeline::open_to_ingest(&lake, lifecycle.load_plugins()?, time_bounds(config))
                     .await?;
             pipeline.record_rollbacks_with(lifecycle.rollback_recorder());

@@ -100,11 +100,13 @@ impl LakeTable {
     /// file, no log replay): how a writer, or a reader following the
     /// table, learns what others committed.
     pub async fn catch_up(&mut self, marks: &mut Marks) -> Result<()> {
-        let seen = self.table.version().unwrap_or(-1);
+        let first_unseen = self.table.version().map_or(0, |v| v + 1);
         self.reload().await?;
-        let now = self.table.version().unwrap_or(-1);
+        let Some(now) = self.table.version() else {
+            return Ok(());
+        };
         let log = self.table.log_store();
-        for version in seen + 1..=now {
+        for version in first_unseen..=now {
             let entry = retry::transient(&self.name, "read a commit", || {
                 log.read_commit_entry(version)
             })
@@ -185,7 +187,10 @@ mod tests {
 {"txn":{"appId":"sluice-bronze","version":7}}"#;
         assert_eq!(
             app_transactions(commit),
-            vec![("kafka:t/0".to_string(), 41), ("sluice-bronze".to_string(), 7)]
+            vec![
+                ("kafka:t/0".to_string(), 41),
+                ("sluice-bronze".to_string(), 7)
+            ]
         );
     }
 
@@ -193,16 +198,31 @@ mod tests {
     async fn a_stale_writer_learns_the_winners_claims_and_commits_only_what_is_new() {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::local(dir.path()).unwrap();
-        let mut a = lake.open_or_create("t", "test", &schema(), &[]).await.unwrap();
+        let mut a = lake
+            .open_or_create("t", "test", &schema(), &[])
+            .await
+            .unwrap();
         let mut b = lake.reopen(&a).await.unwrap();
         let (mut marks_a, mut marks_b) = (Marks::new(), Marks::new());
-        assert!(a.append_fenced(&mut marks_a, |m| offsets(m, 0, 9)).await.unwrap());
+        assert!(
+            a.append_fenced(&mut marks_a, |m| offsets(m, 0, 9))
+                .await
+                .unwrap()
+        );
         // b's snapshot predates a's commit: it conflicts, reads a's claim
         // and commits 10..=14 only.
-        assert!(b.append_fenced(&mut marks_b, |m| offsets(m, 5, 14)).await.unwrap());
+        assert!(
+            b.append_fenced(&mut marks_b, |m| offsets(m, 5, 14))
+                .await
+                .unwrap()
+        );
         assert_eq!(marks_b.get("p"), Some(&14));
         // Everything a holds again is in the table already.
-        assert!(!a.append_fenced(&mut marks_a, |m| offsets(m, 3, 12)).await.unwrap());
+        assert!(
+            !a.append_fenced(&mut marks_a, |m| offsets(m, 3, 12))
+                .await
+                .unwrap()
+        );
         assert_eq!(marks_a.get("p"), Some(&14));
         let ctx = deltalake::datafusion::prelude::SessionContext::new();
         a.reload().await.unwrap();

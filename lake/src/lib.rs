@@ -39,8 +39,9 @@ pub enum LakeError {
     #[error("table `{table}`: {source}")]
     Delta {
         table: String,
+        /// Boxed: delta-rs's error is large, and every lake call returns it.
         #[source]
-        source: DeltaTableError,
+        source: Box<DeltaTableError>,
     },
     #[error("table `{table}`: {message}")]
     Other { table: String, message: String },
@@ -51,7 +52,7 @@ pub type Result<T> = std::result::Result<T, LakeError>;
 fn delta_err(table: &str) -> impl FnOnce(DeltaTableError) -> LakeError + '_ {
     move |source| LakeError::Delta {
         table: table.to_string(),
-        source,
+        source: Box::new(source),
     }
 }
 

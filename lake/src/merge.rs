@@ -222,7 +222,7 @@ async fn run_merge(
 ) -> Result<DeltaTable> {
     let delta_err = |source| LakeError::Delta {
         table: name.to_string(),
-        source,
+        source: Box::new(source),
     };
     let (table, _metrics) = table
         .merge(source_df, predicate)

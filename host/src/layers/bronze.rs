@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, BinaryBuilder, Int32Array, Int64Array, Int64Builder, RecordBatch,
-    StringArray, StringBuilder, TimestampMicrosecondArray,
+    Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, Int32Array, Int64Array,
+    Int64Builder, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
 };
 use deltalake::arrow::compute::kernels::cmp::distinct;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -205,6 +205,9 @@ impl<'a> RawColumns<'a> {
     }
 }
 
+/// App transactions a bronze commit claims: `(app id, version)`.
+pub type Claims = Vec<(String, i64)>;
+
 /// The app id under which bronze commits record how far a partition is
 /// stored: `<source>:<partition>`, e.g. `kafka:events/3`.
 pub fn position_key(source: &str, partition: &str) -> String {
@@ -228,10 +231,16 @@ pub fn position_marks(positions: &Positions) -> crate::lake::Marks {
 pub fn ahead_of_marks(
     rows: &RecordBatch,
     marks: &crate::lake::Marks,
-) -> Result<Option<(RecordBatch, Vec<(String, i64)>)>, String> {
+) -> Result<Option<(RecordBatch, Claims)>, String> {
+    /// One ordered partition of the rows: its app id, its mark, the last
+    /// offset kept.
+    struct Partition {
+        key: String,
+        mark: Option<i64>,
+        last_kept: Option<i64>,
+    }
     let columns = RawColumns::new(rows)?;
-    // Per (source, partition): its key, its mark, the last offset kept.
-    let mut partitions: HashMap<(&str, &str), (String, Option<i64>, Option<i64>)> = HashMap::new();
+    let mut partitions: HashMap<(&str, &str), Partition> = HashMap::new();
     let mut keep = Vec::with_capacity(columns.len());
     for i in 0..columns.len() {
         let row = columns.row(i);
@@ -239,22 +248,26 @@ pub fn ahead_of_marks(
             keep.push(true);
             continue;
         }
-        let (_, mark, last) = partitions
+        let partition = partitions
             .entry((row.source, row.partition))
             .or_insert_with(|| {
                 let key = position_key(row.source, row.partition);
                 let mark = marks.get(&key).copied();
-                (key, mark, None)
+                Partition {
+                    key,
+                    mark,
+                    last_kept: None,
+                }
             });
-        let ahead = mark.is_none_or(|m| row.offset > m);
+        let ahead = partition.mark.is_none_or(|m| row.offset > m);
         if ahead {
-            *last = (*last).max(Some(row.offset));
+            partition.last_kept = partition.last_kept.max(Some(row.offset));
         }
         keep.push(ahead);
     }
     let claims = partitions
         .into_values()
-        .filter_map(|(key, _, last)| Some((key, last?)))
+        .filter_map(|p| Some((p.key, p.last_kept?)))
         .collect();
     let kept = if keep.iter().all(|k| *k) {
         rows.clone()

@@ -69,8 +69,12 @@ impl IngestTier {
     pub(super) async fn start(&mut self) -> anyhow::Result<(crate::record::Positions, i64)> {
         let ctx = deltalake::datafusion::prelude::SessionContext::new();
         crate::lake::register(&ctx, bronze::TABLE, self.bronze.delta()).await?;
-        crate::lake::register(&ctx, crate::layers::quarantine::TABLE, self.quarantine.delta())
-            .await?;
+        crate::lake::register(
+            &ctx,
+            crate::layers::quarantine::TABLE,
+            self.quarantine.delta(),
+        )
+        .await?;
         let positions = bronze::positions_in(&ctx).await?;
         let last_bronze = self.bronze.committed(STAGE_BRONZE).await?.unwrap_or(0);
         let last_failed = self.quarantine.committed(STAGE_BRONZE).await?.unwrap_or(0);

@@ -310,8 +310,9 @@ impl Pipeline {
     }
 
     /// Ingests one batch and refines it at once (all tiers in one call):
-    /// the path of tests that drive the pipeline batch by batch. `on_durable` is called once the records are
-    /// committed in bronze (or quarantine).
+    /// the path of tests that drive the pipeline batch by batch.
+    /// `on_durable` is called once the records are committed in bronze (or
+    /// quarantine).
     pub async fn process(
         &mut self,
         records: Vec<RawRecord>,

@@ -105,7 +105,11 @@ fn unfinished_steps(last_done: i64, interrupted_end: i64, last_bronze: i64) -> V
 }
 
 /// Rows whose bronze batch is in `first..=last`.
-pub(super) fn rows_between(rows: &RecordBatch, first: i64, last: i64) -> anyhow::Result<RecordBatch> {
+pub(super) fn rows_between(
+    rows: &RecordBatch,
+    first: i64,
+    last: i64,
+) -> anyhow::Result<RecordBatch> {
     let ids = rows
         .column_by_name(BATCH_ID)
         .and_then(|c| c.as_any().downcast_ref::<Int64Array>())

@@ -109,19 +109,7 @@ pub async fn run(
     if pipeline.is_shared() {
         return run_shared(pipeline, rx, trigger, stop, controller, on_batch).await;
     }
-    let Some(ingest) = pipeline.take_ingest() else {
-        anyhow::bail!("the ingest tier is already running");
-    };
-    let ahead = Arc::new(Semaphore::new(trigger.max_events.max(1) * AHEAD_BATCHES));
-    let (bronze_tx, bronze_rx) = mpsc::unbounded_channel::<(Committed, u32)>();
-    let ingest_task = tokio::spawn(ingest_loop(
-        ingest,
-        rx,
-        trigger,
-        stop,
-        bronze_tx,
-        ahead.clone(),
-    ));
+    let (ingest_task, bronze_rx, ahead) = spawn_ingest(pipeline, rx, trigger, stop)?;
     let mut refine = Refine {
         pipeline,
         controller: &mut controller,
@@ -143,6 +131,37 @@ pub async fn run(
     }
     pipeline.put_ingest(ingest_task.await??);
     Ok(())
+}
+
+/// The ingest tier's task, the bronze batches it commits, and the
+/// semaphore that bounds its lead over gold.
+type IngestRun = (
+    JoinHandle<anyhow::Result<IngestTier>>,
+    mpsc::UnboundedReceiver<(Committed, u32)>,
+    Arc<Semaphore>,
+);
+
+/// Moves the ingest tier to a task of its own, fed by `rx`.
+fn spawn_ingest(
+    pipeline: &mut Pipeline,
+    rx: mpsc::Receiver<Envelope>,
+    trigger: Trigger,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<IngestRun> {
+    let Some(ingest) = pipeline.take_ingest() else {
+        anyhow::bail!("the ingest tier is already running");
+    };
+    let ahead = Arc::new(Semaphore::new(trigger.max_events.max(1) * AHEAD_BATCHES));
+    let (bronze_tx, bronze_rx) = mpsc::unbounded_channel::<(Committed, u32)>();
+    let task = tokio::spawn(ingest_loop(
+        ingest,
+        rx,
+        trigger,
+        stop,
+        bronze_tx,
+        ahead.clone(),
+    ));
+    Ok((task, bronze_rx, ahead))
 }
 
 /// The silver tier's loop (on the runner's task) and the gold steps it
@@ -358,19 +377,7 @@ async fn run_shared(
     mut controller: Option<Controller>,
     mut on_batch: impl FnMut(&BatchReport),
 ) -> anyhow::Result<()> {
-    let Some(ingest) = pipeline.take_ingest() else {
-        anyhow::bail!("the ingest tier is already running");
-    };
-    let ahead = Arc::new(Semaphore::new(trigger.max_events.max(1) * AHEAD_BATCHES));
-    let (bronze_tx, mut bronze_rx) = mpsc::unbounded_channel::<(Committed, u32)>();
-    let ingest_task = tokio::spawn(ingest_loop(
-        ingest,
-        rx,
-        trigger,
-        stop,
-        bronze_tx,
-        ahead.clone(),
-    ));
+    let (ingest_task, mut bronze_rx, ahead) = spawn_ingest(pipeline, rx, trigger, stop)?;
     // The leader reads this instance's batches from the lake like any
     // other's: their permits come back at once.
     let (done_tx, ingest_done) = watch::channel(false);
@@ -386,7 +393,14 @@ async fn run_shared(
         None => wait_for_lead(pipeline, &mut controller, ingest_done.clone()).await?,
     };
     if let Some(claim) = lead {
-        let refined = lead_refining(pipeline, &mut controller, &mut on_batch, trigger, ingest_done).await;
+        let refined = lead_refining(
+            pipeline,
+            &mut controller,
+            &mut on_batch,
+            trigger,
+            ingest_done,
+        )
+        .await;
         drop(claim);
         if let Err(e) = refined {
             ingest_task.abort();

@@ -14,11 +14,11 @@ use tokio::sync::{mpsc, watch};
 use super::{Committed, Pipeline, STAGE_BRONZE};
 use crate::cluster::{Claim, Cluster};
 use crate::lake::{Lake, LakeTable, Marks};
-use crate::layers::silver::TimeBounds;
 use crate::layers::bronze;
+use crate::layers::silver::TimeBounds;
 
 /// How often the leader looks for bronze batches other instances committed.
-pub(super) const FOLLOW_EVERY: Duration = Duration::from_millis(100);
+const FOLLOW_EVERY: Duration = Duration::from_millis(100);
 
 /// What a pipeline needs to share its lake.
 pub struct SharedLake {
@@ -48,10 +48,7 @@ pub(super) async fn take_over(pipeline: &mut Pipeline) -> anyhow::Result<()> {
     fresh.ingest = pipeline.ingest.take();
     fresh.totals = std::mem::take(&mut pipeline.totals);
     fresh.positions = std::mem::take(&mut pipeline.positions);
-    fresh.shared = shared.map(|s| SharedLake {
-        leading: true,
-        ..s
-    });
+    fresh.shared = shared.map(|s| SharedLake { leading: true, ..s });
     super::recovery::recover(&mut fresh).await?;
     *pipeline = fresh;
     Ok(())

@@ -39,17 +39,25 @@ async fn commit_all(ingest: &mut IngestTier, records: &[RawRecord]) -> Vec<(i64,
 async fn two_writers_on_one_partition_store_each_record_once(config: Config) {
     let lines = common::simulated_lines(7, 400, 0.0);
     let mut a = sluice::service::open_pipeline(&config).await.unwrap();
+    let mut tier_a = a.take_ingest().unwrap();
+    let early = commit_all(&mut tier_a, &records(&lines, "events/0", 0..300)).await;
+    // b takes events/0 over where the lake has it, as a new owner does,
+    // while a still holds records it read before (a stale owner).
     let mut b = sluice::service::open_pipeline(&config).await.unwrap();
-    let (mut tier_a, mut tier_b) = (a.take_ingest().unwrap(), b.take_ingest().unwrap());
-    // a owns events/0 up to 599; b was handed it from 300 (a stale
-    // assignment), and events/1 too.
-    let a_records = records(&lines, "events/0", 0..600);
+    let resume = b
+        .positions()
+        .get(&("kafka".into(), "events/0".into()))
+        .copied();
+    assert_eq!(resume, Some(299), "b resumes after a's last commit");
+    let mut tier_b = b.take_ingest().unwrap();
+    let a_records = records(&lines, "events/0", 300..600);
     let mut b_records = records(&lines, "events/0", 300..900);
     b_records.extend(records(&lines, "events/1", 0..200));
-    let (by_a, by_b) = tokio::join!(
+    let (late, by_b) = tokio::join!(
         commit_all(&mut tier_a, &a_records),
         commit_all(&mut tier_b, &b_records)
     );
+    let by_a: Vec<(i64, usize)> = early.into_iter().chain(late).collect();
     let lake = sluice::service::open_lake(&config).await.unwrap();
     let stored = common::count_in(&lake, "SELECT COUNT(*) FROM bronze_events").await;
     assert_eq!(stored, 900 + 200, "every record of both partitions");

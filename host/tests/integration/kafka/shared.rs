@@ -1,5 +1,6 @@
 //! Several `sluice run` instances sharing one topic's partitions: a kill -9
-//! is taken over, a late joiner is handed its share; every record once.
+//! of the one running silver and gold is taken over (partitions and
+//! refining), a late joiner is handed its share; every record once.
 
 use std::path::Path;
 use std::process::Child;
@@ -92,7 +93,7 @@ pub async fn shared_with_a_kill_9(broker: &str) {
     let mut lines = produce_sim(&broker, &topic, 21, 12_000);
     let lake = dir.path().join("lake");
     let start = |tag: &'static str| shared_instance(&lake, &broker, &topic, tag);
-    let (mut a, a_watch) = start("a");
+    let (a, a_watch) = start("a");
     let (b, b_watch) = start("b");
     let limit = Duration::from_secs(120);
     let a_claim = a_watch.claims.recv_timeout(limit).expect("a claims");
@@ -103,35 +104,51 @@ pub async fn shared_with_a_kill_9(broker: &str) {
         "the instances share the four partitions"
     );
     // Both ingest (each commits bronze under its own writer id); one of
-    // them refines.
+    // them refines: that one is killed, so the other must take over its
+    // partitions and silver and gold.
     wait_for_writers(&lake, 2, limit).await;
     let deadline = Instant::now() + limit;
-    while a_watch.batches.try_recv().is_err() && b_watch.batches.try_recv().is_err() {
+    let a_leads = loop {
+        if a_watch.batches.try_recv().is_ok() {
+            break true;
+        }
+        if b_watch.batches.try_recv().is_ok() {
+            break false;
+        }
         assert!(Instant::now() < deadline, "neither instance refines");
         std::thread::sleep(Duration::from_millis(100));
-    }
+    };
+    let ((mut leader, _), (survivor, survivor_watch)) = if a_leads {
+        ((a, a_watch), (b, b_watch))
+    } else {
+        ((b, b_watch), (a, a_watch))
+    };
+    while survivor_watch.batches.try_recv().is_ok() {}
 
-    a.kill().unwrap(); // SIGKILL, mid-stream
-    a.wait().unwrap();
+    leader.kill().unwrap(); // SIGKILL, mid-stream
+    leader.wait().unwrap();
     let killed = Instant::now();
     let takeover = loop {
-        let line = b_watch
+        let line = survivor_watch
             .claims
             .recv_timeout(Duration::from_secs(30))
-            .expect("b takes over a's partitions");
+            .expect("the survivor takes over the killed leader's partitions");
         if owned(&line) == 4 {
             break killed.elapsed();
         }
     };
-    eprintln!("b took over a's partitions {takeover:?} after the kill");
+    eprintln!("the survivor took over the partitions {takeover:?} after the kill");
     assert!(
         takeover < Duration::from_secs(10),
         "takeover took {takeover:?}"
     );
-
     lines.extend(produce_sim(&broker, &topic, 22, 6_000));
+    survivor_watch
+        .batches
+        .recv_timeout(limit)
+        .expect("the survivor runs silver and gold now");
     wait_for_bronze(&lake, lines.len(), Duration::from_secs(240)).await;
-    terminate(b);
+    terminate(survivor);
     assert_exactly_once(&lake, &lines).await;
 }
 
