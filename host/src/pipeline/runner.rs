@@ -6,6 +6,8 @@
 //! a batch's worth of events waits or `gold.max_interval_ms` has passed.
 //! Plugin changes are applied once silver and gold are idle and caught up.
 //! When asked to stop, each tier drains what the one before it committed.
+//! On a lake shared with other instances (`run_shared`), silver and gold
+//! run only in the instance holding the refine claim and follow the lake.
 
 use std::sync::Arc;
 use std::time::Duration;
