@@ -6,8 +6,8 @@
 //! a batch's worth of events waits or `gold.max_interval_ms` has passed.
 //! Plugin changes are applied once silver and gold are idle and caught up.
 //! When asked to stop, each tier drains what the one before it committed.
-//! On a lake shared with other instances (`run_shared`), silver and gold
-//! run only in the instance holding the refine claim and follow the lake.
+//! On a lake shared with other instances `shared.rs` drives the tiers
+//! instead, with the same ingest task and refine loop.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,21 +109,18 @@ pub async fn run(
     mut on_batch: impl FnMut(&BatchReport),
 ) -> anyhow::Result<()> {
     if pipeline.is_shared() {
-        return run_shared(pipeline, rx, trigger, stop, controller, on_batch).await;
+        return super::shared::run_shared(pipeline, rx, trigger, stop, controller, on_batch).await;
     }
     let (ingest_task, bronze_rx, ahead) = spawn_ingest(pipeline, rx, trigger, stop)?;
-    let mut refine = Refine {
+    let refined = refine_all(
         pipeline,
-        controller: &mut controller,
-        on_batch: &mut on_batch,
-        ahead: &ahead,
-        gold: GoldQueue::default(),
+        &mut controller,
+        &mut on_batch,
+        &ahead,
         trigger,
-    };
-    let refined = match refine.run(bronze_rx).await {
-        Ok(()) => refine.settle().await,
-        Err(e) => Err(e),
-    };
+        bronze_rx,
+    )
+    .await;
     if let Err(e) = refined {
         // Like a crash of the ingest tier: what it committed is refined at
         // the next start, what it had not is not acknowledged.
@@ -135,16 +132,39 @@ pub async fn run(
     Ok(())
 }
 
+/// Silver and gold over the bronze batches `bronze_rx` brings, until it
+/// closes and both have taken everything; gold steps give `ahead` back
+/// the permits their batches held.
+pub(super) async fn refine_all(
+    pipeline: &mut Pipeline,
+    controller: &mut Option<Controller>,
+    on_batch: &mut impl FnMut(&BatchReport),
+    ahead: &Semaphore,
+    trigger: Trigger,
+    bronze_rx: mpsc::UnboundedReceiver<(Committed, u32)>,
+) -> anyhow::Result<()> {
+    let mut refine = Refine {
+        pipeline,
+        controller,
+        on_batch,
+        ahead,
+        gold: GoldQueue::default(),
+        trigger,
+    };
+    refine.run(bronze_rx).await?;
+    refine.settle().await
+}
+
 /// The ingest tier's task, the bronze batches it commits, and the
 /// semaphore that bounds its lead over gold.
-type IngestRun = (
+pub(super) type IngestRun = (
     JoinHandle<anyhow::Result<IngestTier>>,
     mpsc::UnboundedReceiver<(Committed, u32)>,
     Arc<Semaphore>,
 );
 
 /// Moves the ingest tier to a task of its own, fed by `rx`.
-fn spawn_ingest(
+pub(super) fn spawn_ingest(
     pipeline: &mut Pipeline,
     rx: mpsc::Receiver<Envelope>,
     trigger: Trigger,
@@ -366,120 +386,6 @@ async fn next_envelope(
     }
 }
 
-/// A shared lake: the ingest tier runs on its own task as always (its
-/// producers acknowledged at its bronze commits), and silver and gold run
-/// only while this instance holds the cluster's refine claim, over every
-/// instance's bronze batches as the lake holds them (`shared.rs`). The
-/// claim is dropped only once silver and gold have stopped.
-async fn run_shared(
-    pipeline: &mut Pipeline,
-    rx: mpsc::Receiver<Envelope>,
-    trigger: Trigger,
-    stop: watch::Receiver<bool>,
-    mut controller: Option<Controller>,
-    mut on_batch: impl FnMut(&BatchReport),
-) -> anyhow::Result<()> {
-    let (ingest_task, mut bronze_rx, ahead) = spawn_ingest(pipeline, rx, trigger, stop)?;
-    // The leader reads this instance's batches from the lake like any
-    // other's: their permits come back at once.
-    let (done_tx, ingest_done) = watch::channel(false);
-    let releaser = ahead.clone();
-    tokio::spawn(async move {
-        while let Some((_, held)) = bronze_rx.recv().await {
-            releaser.add_permits(held as usize);
-        }
-        let _ = done_tx.send(true);
-    });
-    let lead = match pipeline.shared_lead() {
-        Some(claim) => Some(claim),
-        None => wait_for_lead(pipeline, &mut controller, ingest_done.clone()).await?,
-    };
-    if let Some(claim) = lead {
-        let refined = lead_refining(
-            pipeline,
-            &mut controller,
-            &mut on_batch,
-            trigger,
-            ingest_done,
-        )
-        .await;
-        drop(claim);
-        if let Err(e) = refined {
-            ingest_task.abort();
-            return Err(e);
-        }
-    }
-    pipeline.put_ingest(ingest_task.await??);
-    Ok(())
-}
-
-/// Until this instance takes the refine claim (`Some`, with the pipeline
-/// reopened from the lake) or its ingest tier is done (`None`), applies
-/// plugin controls; replays are refused (only the leader refines).
-async fn wait_for_lead(
-    pipeline: &mut Pipeline,
-    controller: &mut Option<Controller>,
-    mut ingest_done: watch::Receiver<bool>,
-) -> anyhow::Result<Option<crate::cluster::Claim>> {
-    loop {
-        if let Some(claim) = pipeline.try_lead()? {
-            tracing::info!("took the refine claim: running silver and gold");
-            super::shared::take_over(pipeline).await?;
-            return Ok(Some(claim));
-        }
-        if *ingest_done.borrow_and_update() {
-            return Ok(None);
-        }
-        tokio::select! {
-            control = next_control(controller) => {
-                if let Some(c) = controller.as_mut() {
-                    c.lifecycle.handle(pipeline, control).await;
-                }
-            }
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = ingest_done.changed() => {}
-        }
-    }
-}
-
-/// Silver and gold over the lake's bronze batches until the ingest tier is
-/// done and they have caught up.
-async fn lead_refining(
-    pipeline: &mut Pipeline,
-    controller: &mut Option<Controller>,
-    on_batch: &mut impl FnMut(&BatchReport),
-    trigger: Trigger,
-    ingest_done: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let (follow_tx, follow_rx) = mpsc::unbounded_channel();
-    let follower = tokio::spawn(super::shared::follow_bronze(
-        super::shared::bronze_handle(pipeline).await?,
-        pipeline.silver.next_batch,
-        follow_tx,
-        ingest_done,
-    ));
-    // Bronze batches come from the lake, already acknowledged: nothing
-    // to hold back.
-    let unbounded = Semaphore::new(0);
-    let mut refine = Refine {
-        pipeline,
-        controller,
-        on_batch,
-        ahead: &unbounded,
-        gold: GoldQueue::default(),
-        trigger,
-    };
-    let refined = match refine.run(follow_rx).await {
-        Ok(()) => refine.settle().await,
-        Err(e) => Err(e),
-    };
-    if refined.is_err() {
-        follower.abort();
-    }
-    refined?;
-    follower.await?
-}
-
 /// Tells every producer of a batch how its commit went.
 fn answer(acks: Acks, result: Result<(), String>) {
     for ack in acks.into_iter().flatten() {
@@ -489,7 +395,7 @@ fn answer(acks: Acks, result: Result<(), String>) {
 
 /// The next control message; never resolves without a controller or once
 /// its senders are gone.
-async fn next_control(controller: &mut Option<Controller>) -> Control {
+pub(super) async fn next_control(controller: &mut Option<Controller>) -> Control {
     if let Some(c) = controller
         && let Some(control) = c.rx.recv().await
     {

@@ -9,13 +9,15 @@
 use std::time::Duration;
 
 use deltalake::datafusion::prelude::SessionContext;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::{Committed, Pipeline, STAGE_BRONZE};
+use super::runner::{Controller, Trigger, next_control, refine_all, spawn_ingest};
+use super::{BatchReport, Committed, Pipeline, STAGE_BRONZE};
 use crate::cluster::{Claim, Cluster};
 use crate::lake::{Lake, LakeTable, Marks};
 use crate::layers::bronze;
 use crate::layers::silver::TimeBounds;
+use crate::sources::Envelope;
 
 /// How often the leader looks for bronze batches other instances committed.
 const FOLLOW_EVERY: Duration = Duration::from_millis(100);
@@ -118,4 +120,110 @@ async fn batches(bronze: &LakeTable, first: i64, last: i64) -> anyhow::Result<Ve
 /// A fresh handle on bronze for the follower.
 pub(super) async fn bronze_handle(pipeline: &Pipeline) -> anyhow::Result<LakeTable> {
     Ok(pipeline.lake.reopen(&pipeline.silver.bronze).await?)
+}
+
+/// A shared lake: the ingest tier runs on its own task as always (its
+/// producers acknowledged at its bronze commits), and silver and gold run
+/// only while this instance holds the cluster's refine claim, over every
+/// instance's bronze batches as the lake holds them (`shared.rs`). The
+/// claim is dropped only once silver and gold have stopped.
+pub(super) async fn run_shared(
+    pipeline: &mut Pipeline,
+    rx: mpsc::Receiver<Envelope>,
+    trigger: Trigger,
+    stop: watch::Receiver<bool>,
+    mut controller: Option<Controller>,
+    mut on_batch: impl FnMut(&BatchReport),
+) -> anyhow::Result<()> {
+    let (ingest_task, mut bronze_rx, ahead) = spawn_ingest(pipeline, rx, trigger, stop)?;
+    // The leader reads this instance's batches from the lake like any
+    // other's: their permits come back at once.
+    let (done_tx, ingest_done) = watch::channel(false);
+    let releaser = ahead.clone();
+    tokio::spawn(async move {
+        while let Some((_, held)) = bronze_rx.recv().await {
+            releaser.add_permits(held as usize);
+        }
+        let _ = done_tx.send(true);
+    });
+    let lead = match pipeline.shared_lead() {
+        Some(claim) => Some(claim),
+        None => wait_for_lead(pipeline, &mut controller, ingest_done.clone()).await?,
+    };
+    if let Some(claim) = lead {
+        let refined = lead_refining(
+            pipeline,
+            &mut controller,
+            &mut on_batch,
+            trigger,
+            ingest_done,
+        )
+        .await;
+        drop(claim);
+        if let Err(e) = refined {
+            ingest_task.abort();
+            return Err(e);
+        }
+    }
+    pipeline.put_ingest(ingest_task.await??);
+    Ok(())
+}
+
+/// Until this instance takes the refine claim (`Some`, with the pipeline
+/// reopened from the lake) or its ingest tier is done (`None`), applies
+/// plugin controls; replays are refused (only the leader refines).
+async fn wait_for_lead(
+    pipeline: &mut Pipeline,
+    controller: &mut Option<Controller>,
+    mut ingest_done: watch::Receiver<bool>,
+) -> anyhow::Result<Option<Claim>> {
+    loop {
+        if let Some(claim) = pipeline.try_lead()? {
+            tracing::info!("took the refine claim: running silver and gold");
+            take_over(pipeline).await?;
+            return Ok(Some(claim));
+        }
+        if *ingest_done.borrow_and_update() {
+            return Ok(None);
+        }
+        tokio::select! {
+            control = next_control(controller) => {
+                if let Some(c) = controller.as_mut() {
+                    c.lifecycle.handle(pipeline, control).await;
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = ingest_done.changed() => {}
+        }
+    }
+}
+
+/// Silver and gold over the lake's bronze batches until the ingest tier is
+/// done and they have caught up.
+async fn lead_refining(
+    pipeline: &mut Pipeline,
+    controller: &mut Option<Controller>,
+    on_batch: &mut impl FnMut(&BatchReport),
+    trigger: Trigger,
+    ingest_done: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let (follow_tx, follow_rx) = mpsc::unbounded_channel();
+    let follower = tokio::spawn(follow_bronze(
+        bronze_handle(pipeline).await?,
+        pipeline.silver.next_batch,
+        follow_tx,
+        ingest_done,
+    ));
+    // Bronze batches come from the lake, already acknowledged: nothing
+    // to hold back.
+    let unbounded = Semaphore::new(0);
+    let refined = refine_all(
+        pipeline, controller, on_batch, &unbounded, trigger, follow_rx,
+    )
+    .await;
+    if refined.is_err() {
+        follower.abort();
+    }
+    refined?;
+    follower.await?
 }
