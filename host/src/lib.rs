@@ -8,7 +8,6 @@
 
 pub mod admin;
 pub mod analyses;
-pub mod cluster;
 pub mod config;
 pub mod config_error;
 pub mod failpoint;

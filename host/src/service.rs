@@ -10,7 +10,6 @@ use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
 
 use crate::admin;
-use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::lake::Lake;
 use crate::lifecycle::{Control, Lifecycle, Validator};
@@ -19,6 +18,7 @@ use crate::pipeline::shared::SharedLake;
 use crate::pipeline::{BatchReport, Pipeline, Plugins, Totals};
 use crate::runtime::Runtime;
 use crate::sinks::warehouse;
+use crate::sources::shared::{LakePositions, Sharing};
 use crate::sources::{Envelope, SourceContext, eventhubs, file, http, kafka};
 
 /// Envelopes buffered between sources and the pipeline; beyond this, sources
@@ -97,61 +97,55 @@ pub fn warehouse_loader(
     )))
 }
 
-/// Joins the instances sharing the lake and opens the pipeline: recovered
-/// and refining if this instance takes the refine claim now, else only
-/// ingesting (it takes the claim when the leader goes).
+/// What the sources of an instance sharing its lake get: positions to
+/// follow, and the sender of the refine role for the one that carries it.
+#[derive(Default)]
+struct SourcesSharing {
+    kafka: Option<Arc<Sharing>>,
+    eventhubs: Option<Arc<Sharing>>,
+}
+
+/// Opens the pipeline on a lake other instances share: ingesting at once,
+/// refining while the source that carries the refine role says this
+/// instance holds it (Kafka with `share_partitions`, else Event Hubs with a
+/// checkpoint store: whoever owns the first partition).
 async fn open_shared(
     config: &Config,
     lifecycle: &mut Lifecycle,
-) -> anyhow::Result<(Pipeline, kafka::Sharing)> {
-    let cluster = Cluster::join(&config.lake)
-        .with_context(|| format!("joining the instances on {}", config.lake.display()))?;
-    let lead = cluster.try_lead()?;
-    let mut pipeline = match lead {
-        Some(_) => open_managed(config, lifecycle).await?,
-        None => {
-            let lake = open_lake(config).await?;
-            let pipeline =
-                Pipeline::open_to_ingest(&lake, lifecycle.load_plugins()?, time_bounds(config))
-                    .await?;
-            pipeline.record_rollbacks_with(lifecycle.rollback_recorder());
-            pipeline
-        }
-    };
-    let lake = Lake::local(&config.lake)?;
-    tracing::info!(
-        instance = cluster.id(),
-        leading = lead.is_some(),
-        "sharing the lake with other instances"
-    );
+) -> anyhow::Result<(Pipeline, SourcesSharing)> {
+    let lake = open_lake(config).await?;
+    let mut pipeline =
+        Pipeline::open_to_ingest(&lake, lifecycle.load_plugins()?, time_bounds(config)).await?;
+    pipeline.record_rollbacks_with(lifecycle.rollback_recorder());
+    let (lead, lead_rx) = watch::channel(false);
+    // The source that does not carry the role gets a sender nobody hears.
+    let (unheard, _) = watch::channel(false);
+    let kafka_leads = config.kafka.enabled() && config.kafka.share_partitions;
+    let hub_shares = config.eventhubs.enabled() && !config.eventhubs.checkpoint_url.is_empty();
+    let mut sharing = SourcesSharing::default();
+    if hub_shares {
+        let role = if kafka_leads { unheard } else { lead.clone() };
+        sharing.eventhubs = Some(source_sharing(&pipeline, role).await?);
+    }
+    if kafka_leads {
+        sharing.kafka = Some(source_sharing(&pipeline, lead).await?);
+    }
+    tracing::info!(lake = %lake.root(), "sharing the lake with other instances");
     pipeline.share(SharedLake {
-        lake: lake.clone(),
+        lake,
         bounds: time_bounds(config),
-        cluster: cluster.clone(),
-        leading: lead.is_some(),
-        lead,
+        lead: lead_rx,
+        leading: false,
     });
-    Ok((pipeline, kafka::Sharing::new(cluster, lake)))
+    Ok((pipeline, sharing))
 }
 
-/// Instances share a lake through file locks beside it, which exist only
-/// for a lake on this machine's disk: refused, naming the field, rather
-/// than quietly committing into a local directory named after the URL.
-fn refuse_shared_remote_lake(config: &Config) -> anyhow::Result<()> {
-    let root = crate::lake::location::parse(&config.lake, &config.lake_options)
-        .map_err(|e| anyhow::anyhow!("config field `lake`: {e}"))?;
-    if let crate::lake::LakeRoot::Remote { url, .. } = root {
-        let field = if config.kafka.enabled() && config.kafka.share_partitions {
-            "kafka.share_partitions"
-        } else {
-            "eventhubs.checkpoint_url"
-        };
-        anyhow::bail!(
-            "config field `{field}`: sharing work between instances needs a lake on local \
-             disk for now, and the lake is {url}; run one instance on it"
-        );
-    }
-    Ok(())
+async fn source_sharing(
+    pipeline: &Pipeline,
+    lead: watch::Sender<bool>,
+) -> anyhow::Result<Arc<Sharing>> {
+    let positions = LakePositions::new(pipeline.bronze_handle().await?, pipeline.positions());
+    Ok(Arc::new(Sharing { positions, lead }))
 }
 
 fn time_bounds(config: &Config) -> crate::layers::silver::TimeBounds {
@@ -182,19 +176,16 @@ pub async fn run(
 ) -> anyhow::Result<Totals> {
     let (metrics, metrics_handle) = start_metrics(config, stop.clone()).await?;
     let (mut lifecycle, validator) = open_lifecycle(config)?;
-    let sharing = config.kafka.enabled() && config.kafka.share_partitions
+    let shared = config.kafka.enabled() && config.kafka.share_partitions
         || config.eventhubs.enabled() && !config.eventhubs.checkpoint_url.is_empty();
-    if sharing {
-        refuse_shared_remote_lake(config)?;
-    }
-    let (mut pipeline, sharing) = if sharing {
-        let (pipeline, sharing) = open_shared(config, &mut lifecycle).await?;
-        (pipeline, Some(sharing))
+    let (mut pipeline, sharing) = if shared {
+        open_shared(config, &mut lifecycle).await?
     } else {
-        (open_managed(config, &mut lifecycle).await?, None)
+        let pipeline = open_managed(config, &mut lifecycle).await?;
+        (pipeline, SourcesSharing::default())
     };
     let loader = start_warehouse(config, &pipeline).await?;
-    let maintenance = start_maintenance(config, sharing.is_some()).await?;
+    let maintenance = start_maintenance(config, shared).await?;
     let (control_tx, control_rx) = mpsc::channel::<Control>(CHANNEL_ENVELOPES);
     let admin = start_admin(config, &control_tx, &validator, stop.clone()).await?;
     if let Some(dir) = &config.plugins.watch_dir {
@@ -220,12 +211,8 @@ pub async fn run(
     };
     let collector = start_collector(config, &sources).await?;
     let replay = start_replay(config, &sources)?;
-    let hub_lake = sharing.as_ref().map(|s| s.lake.clone());
-    let hub = start_eventhubs(config, &sources, hub_lake);
-    // Kafka shares its partitions only when asked to, even if the lake is
-    // shared for the Event Hubs source.
-    let kafka_sharing = sharing.filter(|_| config.kafka.share_partitions);
-    let kafka = start_kafka(config, &sources, kafka_sharing);
+    let hub = start_eventhubs(config, &sources, sharing.eventhubs);
+    let kafka = start_kafka(config, &sources, sharing.kafka);
     // The channel closes once every source is done with its copy.
     drop(sources);
     on_ready(Ready {
@@ -255,8 +242,6 @@ pub async fn run(
         hub.await.context("event hubs source task")??;
     }
     if let Some(kafka) = kafka {
-        // Dropping the sharing state here, after the drain, releases the
-        // partition claims only once their records are committed.
         kafka.await.context("kafka source task")??;
     }
     if let Some(dashboard) = dashboard {
@@ -556,8 +541,8 @@ fn start_replay(
 fn start_kafka(
     config: &Config,
     sources: &SourceContext,
-    sharing: Option<kafka::Sharing>,
-) -> Option<KafkaTask> {
+    sharing: Option<Arc<Sharing>>,
+) -> Option<tokio::task::JoinHandle<anyhow::Result<u64>>> {
     if !config.kafka.enabled() {
         return None;
     }
@@ -568,17 +553,17 @@ fn start_kafka(
     )))
 }
 
-/// The Event Hubs source; `lake` (when instances share it) gives the
-/// positions of partitions claimed later.
+/// The Event Hubs source; `sharing` (when instances share the lake) gives
+/// the positions of partitions claimed later.
 fn start_eventhubs(
     config: &Config,
     sources: &SourceContext,
-    lake: Option<Lake>,
+    sharing: Option<Arc<Sharing>>,
 ) -> Option<tokio::task::JoinHandle<anyhow::Result<()>>> {
     if !config.eventhubs.enabled() {
         return None;
     }
-    let source = eventhubs::run(config.eventhubs.clone(), sources.clone(), lake);
+    let source = eventhubs::run(config.eventhubs.clone(), sources.clone(), sharing);
     Some(tokio::spawn(async move {
         // Said at once: the service keeps running (and draining) meanwhile.
         let result = source.await;
@@ -588,8 +573,6 @@ fn start_eventhubs(
         result
     }))
 }
-
-type KafkaTask = tokio::task::JoinHandle<anyhow::Result<(u64, Option<kafka::Sharing>)>>;
 
 /// A stop signal that turns true on SIGINT or SIGTERM.
 pub fn stop_on_signals() -> watch::Receiver<bool> {

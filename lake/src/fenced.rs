@@ -60,6 +60,7 @@ impl LakeTable {
             let claims = txns
                 .iter()
                 .map(|(id, version)| Transaction::new(id.as_str(), *version))
+                .chain(self.fence_claim())
                 .collect();
             let attempt = self
                 .table
@@ -122,7 +123,7 @@ impl LakeTable {
 
 /// Whether a commit failed because a concurrent commit won (Delta's
 /// conflict check, or the table moving on faster than delta-rs retries).
-fn is_conflict(e: &DeltaTableError) -> bool {
+pub(crate) fn is_conflict(e: &DeltaTableError) -> bool {
     matches!(
         e,
         DeltaTableError::Transaction {
@@ -132,7 +133,7 @@ fn is_conflict(e: &DeltaTableError) -> bool {
 }
 
 /// The `txn` actions of one commit file (newline-delimited JSON actions).
-fn app_transactions(commit: &[u8]) -> Vec<(String, i64)> {
+pub(crate) fn app_transactions(commit: &[u8]) -> Vec<(String, i64)> {
     #[derive(serde::Deserialize)]
     struct Line {
         txn: Option<Txn>,

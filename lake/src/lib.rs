@@ -7,6 +7,7 @@
 //! grow, so a replay after a crash skips what is already durable.
 
 mod container;
+mod epoch;
 mod fenced;
 pub mod location;
 pub mod maintain;
@@ -27,6 +28,7 @@ use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError, StructType};
 use url::Url;
 
+pub use epoch::Fence;
 pub use fenced::{FencedCommit, Marks, raise_mark};
 pub use location::{LakeRoot, StorageOptions};
 pub use maintain::{Compaction, Policy, Round, TableReport, Usage};
@@ -45,6 +47,16 @@ pub enum LakeError {
     },
     #[error("table `{table}`: {message}")]
     Other { table: String, message: String },
+    #[error(
+        "table `{table}`: `{app_id}` epoch {epoch} was replaced by epoch {newer}; \
+         this writer no longer holds the role"
+    )]
+    Fenced {
+        table: String,
+        app_id: String,
+        epoch: i64,
+        newer: i64,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, LakeError>;
@@ -96,6 +108,8 @@ pub struct Lake {
     root: Url,
     options: HashMap<String, String>,
     local: bool,
+    /// The role every table opened from this handle writes for (`epoch.rs`).
+    fence: Option<Fence>,
 }
 
 impl std::fmt::Debug for Lake {
@@ -116,6 +130,7 @@ impl Lake {
             root,
             options: HashMap::new(),
             local: true,
+            fence: None,
         })
     }
 
@@ -137,6 +152,7 @@ impl Lake {
                     root: url,
                     options,
                     local: false,
+                    fence: None,
                 })
             }
         }
@@ -205,12 +221,15 @@ impl Lake {
                 }
             }
         };
-        Ok(LakeTable {
+        let table = LakeTable {
             name: name.to_string(),
             schema: Arc::new(schema.clone()),
             table,
             own_commits: HashMap::new(),
-        })
+            fence: self.fence.clone(),
+        };
+        table.check_fence().await?;
+        Ok(table)
     }
 
     /// A second, independent handle on an open table (same schema), for a
@@ -222,6 +241,7 @@ impl Lake {
             schema: table.schema.clone(),
             table: self.load(&table.name).await?,
             own_commits: HashMap::new(),
+            fence: self.fence.clone(),
         })
     }
 
@@ -323,6 +343,8 @@ pub struct LakeTable {
     /// needs no log read to know it is not in the table yet. Cleared on
     /// reload, which may bring in anyone's commits.
     own_commits: HashMap<String, i64>,
+    /// Set when the handle writes for a role held by epoch (`epoch.rs`).
+    fence: Option<Fence>,
 }
 
 impl LakeTable {
@@ -338,11 +360,12 @@ impl LakeTable {
     /// waiting out a storage outage.
     pub async fn reload(&mut self) -> Result<()> {
         self.own_commits.clear();
+        let seen = self.table.version();
         let start = std::time::Instant::now();
         let mut delays = retry::delays();
         loop {
             match self.table.update_state().await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return self.check_fence_since(seen).await,
                 Err(e)
                     if retry::is_transient(&format!("{e:?} {e}"))
                         && start.elapsed() < retry::GIVE_UP_AFTER =>
@@ -382,8 +405,14 @@ impl LakeTable {
         self.already_has(stage, batch).await
     }
 
-    fn commit_properties(stage: &str, batch: i64) -> CommitProperties {
-        quiet_commit().with_application_transaction(Transaction::new(stage, batch))
+    /// What every commit of this handle carries: its fence's epoch, if any.
+    fn fenced_commit(&self) -> CommitProperties {
+        quiet_commit().with_application_transactions(self.fence_claim().into_iter().collect())
+    }
+
+    fn commit_properties(&self, stage: &str, batch: i64) -> CommitProperties {
+        self.fenced_commit()
+            .with_application_transaction(Transaction::new(stage, batch))
     }
 
     /// Appends rows as `stage`'s commit of `batch`, unless already committed.
@@ -429,14 +458,16 @@ impl LakeTable {
         mode: SaveMode,
     ) -> Result<bool> {
         let name = self.name.clone();
+        let properties = self.commit_properties(stage, batch);
         self.retrying(stage, batch, |table| {
             let rows = rows.clone();
             let name = name.clone();
+            let properties = properties.clone();
             async move {
                 table
                     .write(rows)
                     .with_save_mode(mode)
-                    .with_commit_properties(Self::commit_properties(stage, batch))
+                    .with_commit_properties(properties)
                     .await
                     .map_err(delta_err(&name))
             }
@@ -494,7 +525,7 @@ impl LakeTable {
             .write(rows)
             .with_save_mode(SaveMode::Overwrite)
             .with_replace_where(predicate)
-            .with_commit_properties(quiet_commit())
+            .with_commit_properties(self.fenced_commit())
             .await
             .map_err(delta_err(&self.name))?;
         self.table = table;
@@ -510,7 +541,7 @@ impl LakeTable {
             .clone()
             .write(rows)
             .with_save_mode(SaveMode::Overwrite)
-            .with_commit_properties(quiet_commit())
+            .with_commit_properties(self.fenced_commit())
             .await
             .map_err(delta_err(&self.name))?;
         self.table = table;
@@ -528,15 +559,9 @@ impl LakeTable {
     ) -> Result<bool> {
         let _layout = self.rewrite_guard().await?;
         let name = self.name.clone();
+        let properties = self.commit_properties(stage, batch);
         self.retrying(stage, batch, |table| {
-            merge::merge_into(
-                table,
-                &name,
-                rows.clone(),
-                spec,
-                ctx,
-                Self::commit_properties(stage, batch),
-            )
+            merge::merge_into(table, &name, rows.clone(), spec, ctx, properties.clone())
         })
         .await
     }
@@ -553,15 +578,9 @@ impl LakeTable {
     ) -> Result<bool> {
         let _layout = self.rewrite_guard().await?;
         let name = self.name.clone();
+        let properties = self.commit_properties(stage, batch);
         self.retrying(stage, batch, |table| {
-            merge::upsert(
-                table,
-                &name,
-                rows.clone(),
-                keys,
-                ctx,
-                Self::commit_properties(stage, batch),
-            )
+            merge::upsert(table, &name, rows.clone(), keys, ctx, properties.clone())
         })
         .await
     }

@@ -18,7 +18,7 @@ use deltalake::datafusion::prelude::SessionContext;
 
 use super::silver_tier::{SilverCommitted, add_reasons, sum_reports};
 use super::slots::Slots;
-use super::{BatchReport, STAGE_DONE, STAGE_GOLD};
+use super::{BatchReport, STAGE_DONE, STAGE_GOLD, STAGE_PLAN};
 use crate::failpoint::reached_in as failpoint;
 use crate::lake::{self, Lake, LakeTable};
 use crate::layers::bronze::{self, RawColumns};
@@ -162,6 +162,7 @@ impl GoldTier {
         match slots.finish_job(last, job, |out, _| Ok(out)).await {
             Ok((outputs, _)) => {
                 self.ensure_tables(slots).await?;
+                self.announce(last).await?;
                 self.gold.write_stored(STAGE_GOLD, last, &outputs).await?;
                 failpoint("gold-tables", first, last);
                 self.gold.write_derived(STAGE_GOLD, last, &outputs).await?;
@@ -173,6 +174,18 @@ impl GoldTier {
                     .await?,
             )),
         }
+    }
+
+    /// On a shared lake (tables fenced by the leader's epoch), commits the
+    /// step ending at `last` to `pipeline_batches` before any gold table:
+    /// a leader replaced mid-step is refused here if it was replaced before,
+    /// and otherwise its successor finishes the step over the same range
+    /// (`recovery.rs`), so no table folds a batch twice under two steps.
+    async fn announce(&mut self, last: i64) -> anyhow::Result<()> {
+        if self.batches.is_fenced() {
+            self.batches.commit_mark(STAGE_PLAN, last).await?;
+        }
+        Ok(())
     }
 
     /// Quarantines the events behind `rows` (with their raw bytes, read back
@@ -200,6 +213,7 @@ impl GoldTier {
             );
         }
         let n = q.len();
+        self.announce(last).await?;
         self.quarantine
             .append(STAGE_GOLD, last, vec![q.finish()])
             .await?;

@@ -58,6 +58,10 @@ pub const STAGE_BRONZE: &str = "sluice-bronze";
 pub const STAGE_SILVER: &str = "sluice-silver";
 pub const STAGE_GOLD: &str = "sluice-gold";
 pub const STAGE_DONE: &str = "sluice-batches";
+/// In `pipeline_batches`, on a shared lake: the last batch of the gold step
+/// the leader is about to write (`shared.rs`), so a leader that takes over
+/// finishes that step over exactly its range.
+pub const STAGE_PLAN: &str = "sluice-gold-plan";
 
 /// What one refined step did (bronze batches `first_batch..=batch`).
 #[derive(Debug, Default, Clone)]
@@ -163,7 +167,10 @@ impl Pipeline {
         };
         let bronze_decl = decl(&plugins.bronze, bronze::TABLE)?;
         let silver_decl = decl(&plugins.silver, silver::TABLE)?;
-        let bronze = lake
+        // Under a leader epoch (shared lake), each tier fences its own
+        // handles: the two tiers' quarantine commits may run concurrently.
+        let (silver_lake, gold_lake) = (lake.fence_part("silver"), lake.fence_part("gold"));
+        let bronze = silver_lake
             .open_or_create(
                 bronze::TABLE,
                 &bronze_decl.description,
@@ -171,7 +178,7 @@ impl Pipeline {
                 &bronze_decl.partition_by,
             )
             .await?;
-        let silver_table = lake
+        let silver_table = silver_lake
             .open_or_create(
                 silver::TABLE,
                 &silver_decl.description,
@@ -179,7 +186,7 @@ impl Pipeline {
                 &silver_decl.partition_by,
             )
             .await?;
-        let quarantine = lake
+        let quarantine = silver_lake
             .open_or_create(
                 quarantine::TABLE,
                 "Events the pipeline could not accept, with reason and raw bytes",
@@ -187,7 +194,7 @@ impl Pipeline {
                 &[],
             )
             .await?;
-        let batches = lake
+        let batches = gold_lake
             .open_or_create(
                 BATCHES_TABLE,
                 "One row per refined step (bronze batches up to batch_id)",
@@ -202,10 +209,10 @@ impl Pipeline {
             slots.clone(),
         );
         let gold = GoldTier {
-            lake: lake.clone(),
-            gold: GoldTables::open(lake, plugins.gold.meta()).await?,
+            gold: GoldTables::open(&gold_lake, plugins.gold.meta()).await?,
+            lake: gold_lake.clone(),
             opened_for: plugins.gold.hash().to_string(),
-            quarantine: lake.reopen(&quarantine).await?,
+            quarantine: gold_lake.reopen(&quarantine).await?,
             batches,
             bronze_schema: bronze.schema().clone(),
             silver_schema: silver_table.schema().clone(),
@@ -242,7 +249,7 @@ impl Pipeline {
     }
 
     /// From now on, ingest beside other instances and refine only while
-    /// holding the cluster's refine claim (see `shared.rs`).
+    /// holding the refine role (see `shared.rs`).
     pub fn share(&mut self, shared: shared::SharedLake) {
         self.shared = Some(shared);
     }
@@ -258,22 +265,31 @@ impl Pipeline {
     }
 
     /// Whether this instance runs silver and gold: always on a lake of its
-    /// own, while it holds the refine claim on a shared one.
+    /// own, while it holds the refine role on a shared one.
     pub fn refines(&self) -> bool {
         self.shared.as_ref().is_none_or(|s| s.leading)
     }
 
-    /// The refine claim taken when the pipeline was opened, if any.
-    fn shared_lead(&mut self) -> Option<crate::cluster::Claim> {
-        self.shared.as_mut().and_then(|s| s.lead.take())
+    /// The refine role's signal on a shared lake.
+    fn lead_signal(&self) -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
+        match &self.shared {
+            Some(s) => Ok(s.lead.clone()),
+            None => anyhow::bail!("not a shared lake"),
+        }
     }
 
-    /// Takes the cluster's refine claim if it is free.
-    fn try_lead(&self) -> anyhow::Result<Option<crate::cluster::Claim>> {
-        match &self.shared {
-            Some(s) => Ok(s.cluster.try_lead()?),
-            None => Ok(None),
+    /// After silver and gold stopped on a shared lake.
+    fn stop_leading(&mut self) {
+        if let Some(s) = self.shared.as_mut() {
+            s.leading = false;
         }
+    }
+
+    /// A fresh handle on bronze, as every instance opens it (no epoch), for
+    /// following what any instance commits.
+    pub async fn bronze_handle(&self) -> anyhow::Result<crate::lake::LakeTable> {
+        let lake = self.shared.as_ref().map_or(&self.lake, |s| &s.lake);
+        Ok(lake.reopen(&self.silver.bronze).await?)
     }
 
     /// Hands the ingest tier to a task of its own.

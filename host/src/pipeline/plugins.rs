@@ -19,7 +19,7 @@ pub const RESERVED_TABLES: [&str; 4] = [
 ];
 
 /// Whether a gold plugin may not use `name`: the host's tables and anything
-/// under `_` (Delta's `_delta_log`, the cluster's `_sluice`).
+/// under `_` (Delta's `_delta_log`, and `_sluice`, kept for Sluice's own use).
 pub fn is_host_table(name: &str) -> bool {
     RESERVED_TABLES.contains(&name) || name.starts_with('_')
 }

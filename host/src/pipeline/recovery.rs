@@ -12,7 +12,9 @@ use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::prelude::SessionContext;
 
 use super::silver_tier::SilverCommitted;
-use super::{BatchReport, Pipeline, STAGE_BRONZE, STAGE_DONE, STAGE_GOLD, STAGE_SILVER};
+use super::{
+    BatchReport, Pipeline, STAGE_BRONZE, STAGE_DONE, STAGE_GOLD, STAGE_PLAN, STAGE_SILVER,
+};
 use crate::lake;
 use crate::layers::silver::{DedupState, TimeBounds};
 use crate::layers::{BATCH_ID, bronze, quarantine, silver};
@@ -77,12 +79,14 @@ pub(super) async fn recover(pipeline: &mut Pipeline) -> anyhow::Result<()> {
 }
 
 /// The end of a gold step that wrote some tables but not its
-/// `pipeline_batches` row: the highest step any gold write carries.
+/// `pipeline_batches` row: the highest step any gold write carries, or a
+/// previous leader announced (`gold_tier.rs`).
 async fn interrupted_gold_end(pipeline: &Pipeline) -> anyhow::Result<i64> {
     let gold = pipeline.gold_ref()?;
     let written = [
         gold.quarantine.committed(STAGE_GOLD).await?,
         gold.gold.last_committed(STAGE_GOLD).await?,
+        gold.batches.committed(STAGE_PLAN).await?,
     ];
     Ok(written.into_iter().flatten().max().unwrap_or(0))
 }

@@ -69,7 +69,7 @@ impl Pipeline {
         anyhow::ensure!(
             self.refines(),
             "this instance does not run silver and gold now (another instance on the lake \
-             holds the refine claim): ask that one to replay"
+             holds the refine role, the owner of partition 0): ask that one to replay"
         );
         anyhow::ensure!(
             self.silver.next_batch == self.next_batch(),
@@ -267,8 +267,8 @@ impl Pipeline {
         lake::register(&ctx, silver::TABLE, self.silver.silver.delta()).await?;
         self.silver.dedup = restore_dedup(&ctx, last, self.silver.bounds).await?;
         let plugin = self.slots.active(Layer::Gold);
-        let tables = GoldTables::open(&self.lake, plugin.meta()).await?;
         let gold = self.gold_mut()?;
+        let tables = GoldTables::open(&gold.lake, plugin.meta()).await?;
         gold.gold = tables;
         gold.opened_for = plugin.hash().to_string();
         Ok(())

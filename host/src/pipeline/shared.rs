@@ -1,10 +1,15 @@
 //! One lake, several instances: every instance runs the ingest tier (bronze
 //! commits are fenced by Delta app transactions, see `ingest.rs`, so they
-//! need no lock), and the one instance holding the cluster's refine claim
-//! runs silver and gold over every instance's bronze batches, following
-//! `bronze_events` in the lake by batch id. Taking the claim reopens the
-//! pipeline from the lake: host state is rebuilt and what a previous
-//! leader left unrefined is finished.
+//! need no lock), and the instance holding the refine role (its source was
+//! given the partition that carries it, see `sources/shared.rs`) runs silver
+//! and gold over every instance's bronze batches, following `bronze_events`
+//! in the lake by batch id.
+//!
+//! Taking the role claims the next leader epoch in `pipeline_batches` and
+//! reopens the pipeline from the lake under it (host state rebuilt, what a
+//! previous leader left unrefined finished). Every refine commit carries the
+//! epoch, so a replaced leader that has not noticed yet (stopped, or cut off
+//! from the broker) is refused by Delta instead of folding a step twice.
 
 use std::time::Duration;
 
@@ -12,59 +17,89 @@ use deltalake::datafusion::prelude::SessionContext;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::runner::{Controller, Trigger, next_control, refine_all, spawn_ingest};
-use super::{BatchReport, Committed, Pipeline, STAGE_BRONZE};
-use crate::cluster::{Claim, Cluster};
-use crate::lake::{Lake, LakeTable, Marks};
+use super::{BATCHES_TABLE, BatchReport, Committed, Pipeline, STAGE_BRONZE};
+use crate::lake::{Lake, LakeError, LakeTable, Marks};
 use crate::layers::bronze;
 use crate::layers::silver::TimeBounds;
 use crate::sources::Envelope;
 
 /// How often the leader looks for bronze batches other instances committed.
 const FOLLOW_EVERY: Duration = Duration::from_millis(100);
+/// The pause before trying again to take the refine role after another
+/// instance's claim won.
+const RETAKE_AFTER: Duration = Duration::from_secs(1);
+/// The app id of the refine role's epoch in every refine commit.
+pub const LEADER_APP: &str = "sluice-leader";
 
 /// What a pipeline needs to share its lake.
 pub struct SharedLake {
+    /// The lake as every instance opens it (no epoch).
     pub lake: Lake,
     pub bounds: TimeBounds,
-    pub cluster: Cluster,
-    /// The refine claim, if this instance took it when it opened the
-    /// pipeline (which then recovered the lake already).
-    pub lead: Option<Claim>,
-    /// Whether this instance holds the refine claim.
+    /// True while this instance's source holds the refine role.
+    pub lead: watch::Receiver<bool>,
+    /// Whether this instance runs silver and gold now.
     pub leading: bool,
 }
 
-/// Reopens `pipeline` from the lake as the new leader: tier positions,
-/// dedup, watermarks and SCD2 state as the lake holds them, and a previous
-/// leader's unrefined batches refined. Keeps this instance's plugin state,
-/// totals and ingest tier.
+/// Whether `e` says another instance took the refine role meanwhile.
+fn replaced(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<LakeError>()
+            .is_some_and(LakeError::is_fenced)
+    })
+}
+
+/// Claims the next leader epoch and reopens `pipeline` from the lake under
+/// it: tier positions, dedup, watermarks and SCD2 state as the lake holds
+/// them, and a previous leader's unrefined batches refined. Keeps this
+/// instance's plugin state, totals and ingest tier.
 pub(super) async fn take_over(pipeline: &mut Pipeline) -> anyhow::Result<()> {
     let shared = pipeline.shared.take();
     let (lake, bounds) = match &shared {
         Some(s) => (s.lake.clone(), s.bounds),
         None => anyhow::bail!("not a shared lake"),
     };
-    let mut fresh = Pipeline::open_tables(&lake, pipeline.slots.plugins(), bounds).await?;
+    let taken = async {
+        let fence = lake.claim_epoch(BATCHES_TABLE, LEADER_APP).await?;
+        tracing::info!(
+            epoch = fence.epoch,
+            "took the refine role: running silver and gold"
+        );
+        Pipeline::open_tables(&lake.fenced(fence), pipeline.slots.plugins(), bounds).await
+    }
+    .await;
+    let mut fresh = match taken {
+        Ok(fresh) => fresh,
+        Err(e) => {
+            pipeline.shared = shared;
+            return Err(e);
+        }
+    };
     // The ingest tier (on its own task now) keeps its ids and marks.
     fresh.slots = pipeline.slots.clone();
     fresh.ingest = pipeline.ingest.take();
     fresh.totals = std::mem::take(&mut pipeline.totals);
     fresh.positions = std::mem::take(&mut pipeline.positions);
     fresh.shared = shared.map(|s| SharedLake { leading: true, ..s });
-    super::recovery::recover(&mut fresh).await?;
+    let recovered = super::recovery::recover(&mut fresh).await;
     *pipeline = fresh;
-    Ok(())
+    recovered
 }
 
 /// Sends every bronze batch committed from `next` on (by any instance), one
 /// `Committed` per batch id, gaps included (a batch quarantined whole, or
 /// an id given back), polling every [`FOLLOW_EVERY`]; after `ingest_done`
-/// turns true, once more, then returns.
+/// turns true, once more, then returns. Returns at once when the refine
+/// role moves away (`lead` false) before `stop`: after `stop`, the role is
+/// given up as the source closes, and the batches of the drain are still
+/// refined here.
 pub(super) async fn follow_bronze(
     mut bronze: LakeTable,
     mut next: i64,
     tx: mpsc::UnboundedSender<(Committed, u32)>,
     mut ingest_done: watch::Receiver<bool>,
+    (mut lead, stop): (watch::Receiver<bool>, watch::Receiver<bool>),
 ) -> anyhow::Result<()> {
     let mut marks = Marks::new();
     marks.insert(
@@ -83,12 +118,13 @@ pub(super) async fn follow_bronze(
             }
             next = last + 1;
         }
-        if last_poll {
+        if last_poll || !*lead.borrow_and_update() && !*stop.borrow() {
             return Ok(());
         }
         tokio::select! {
             _ = tokio::time::sleep(FOLLOW_EVERY) => {}
             _ = ingest_done.changed() => {}
+            _ = changed(&mut lead) => {}
         }
     }
 }
@@ -117,16 +153,17 @@ async fn batches(bronze: &LakeTable, first: i64, last: i64) -> anyhow::Result<Ve
     Ok(out)
 }
 
-/// A fresh handle on bronze for the follower.
-pub(super) async fn bronze_handle(pipeline: &Pipeline) -> anyhow::Result<LakeTable> {
-    Ok(pipeline.lake.reopen(&pipeline.silver.bronze).await?)
+/// Resolves when `rx` changes; never if its sender is gone.
+async fn changed(rx: &mut watch::Receiver<bool>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// A shared lake: the ingest tier runs on its own task as always (its
 /// producers acknowledged at its bronze commits), and silver and gold run
-/// only while this instance holds the cluster's refine claim, over every
-/// instance's bronze batches as the lake holds them (`shared.rs`). The
-/// claim is dropped only once silver and gold have stopped.
+/// only while this instance holds the refine role, over every instance's
+/// bronze batches as the lake holds them; as often as the role comes back.
 pub(super) async fn run_shared(
     pipeline: &mut Pipeline,
     rx: mpsc::Receiver<Envelope>,
@@ -135,7 +172,7 @@ pub(super) async fn run_shared(
     mut controller: Option<Controller>,
     mut on_batch: impl FnMut(&BatchReport),
 ) -> anyhow::Result<()> {
-    let (ingest_task, mut bronze_rx, ahead) = spawn_ingest(pipeline, rx, trigger, stop)?;
+    let (ingest_task, mut bronze_rx, ahead) = spawn_ingest(pipeline, rx, trigger, stop.clone())?;
     // The leader reads this instance's batches from the lake like any
     // other's: their permits come back at once.
     let (done_tx, ingest_done) = watch::channel(false);
@@ -146,45 +183,49 @@ pub(super) async fn run_shared(
         }
         let _ = done_tx.send(true);
     });
-    let lead = match pipeline.shared_lead() {
-        Some(claim) => Some(claim),
-        None => wait_for_lead(pipeline, &mut controller, ingest_done.clone()).await?,
-    };
-    if let Some(claim) = lead {
-        let refined = lead_refining(
-            pipeline,
-            &mut controller,
-            &mut on_batch,
-            trigger,
-            ingest_done,
-        )
-        .await;
-        drop(claim);
-        if let Err(e) = refined {
-            ingest_task.abort();
-            return Err(e);
+    while wait_for_lead(pipeline, &mut controller, ingest_done.clone()).await? {
+        let refined = match take_over(pipeline).await {
+            Ok(()) => {
+                let signals = (ingest_done.clone(), stop.clone());
+                lead_refining(pipeline, &mut controller, &mut on_batch, trigger, signals).await
+            }
+            Err(e) => Err(e),
+        };
+        pipeline.stop_leading();
+        match refined {
+            Ok(()) => tracing::info!("silver and gold stopped here"),
+            Err(e) if replaced(&e) => {
+                tracing::warn!("another instance took the refine role: {e:#}");
+                tokio::time::sleep(RETAKE_AFTER).await;
+            }
+            Err(e) => {
+                ingest_task.abort();
+                return Err(e);
+            }
+        }
+        if *ingest_done.borrow() {
+            break;
         }
     }
     pipeline.put_ingest(ingest_task.await??);
     Ok(())
 }
 
-/// Until this instance takes the refine claim (`Some`, with the pipeline
-/// reopened from the lake) or its ingest tier is done (`None`), applies
-/// plugin controls; replays are refused (only the leader refines).
+/// Waits until this instance holds the refine role (true) or its ingest
+/// tier is done (false), applying plugin controls meanwhile; replays are
+/// refused (only the leader refines).
 async fn wait_for_lead(
     pipeline: &mut Pipeline,
     controller: &mut Option<Controller>,
     mut ingest_done: watch::Receiver<bool>,
-) -> anyhow::Result<Option<Claim>> {
+) -> anyhow::Result<bool> {
+    let mut lead = pipeline.lead_signal()?;
     loop {
-        if let Some(claim) = pipeline.try_lead()? {
-            tracing::info!("took the refine claim: running silver and gold");
-            take_over(pipeline).await?;
-            return Ok(Some(claim));
+        if *lead.borrow_and_update() {
+            return Ok(true);
         }
         if *ingest_done.borrow_and_update() {
-            return Ok(None);
+            return Ok(false);
         }
         tokio::select! {
             control = next_control(controller) => {
@@ -192,27 +233,28 @@ async fn wait_for_lead(
                     c.lifecycle.handle(pipeline, control).await;
                 }
             }
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = changed(&mut lead) => {}
             _ = ingest_done.changed() => {}
         }
     }
 }
 
 /// Silver and gold over the lake's bronze batches until the ingest tier is
-/// done and they have caught up.
+/// done and they have caught up, or the refine role moves away.
 async fn lead_refining(
     pipeline: &mut Pipeline,
     controller: &mut Option<Controller>,
     on_batch: &mut impl FnMut(&BatchReport),
     trigger: Trigger,
-    ingest_done: watch::Receiver<bool>,
+    (ingest_done, stop): (watch::Receiver<bool>, watch::Receiver<bool>),
 ) -> anyhow::Result<()> {
     let (follow_tx, follow_rx) = mpsc::unbounded_channel();
     let follower = tokio::spawn(follow_bronze(
-        bronze_handle(pipeline).await?,
+        pipeline.bronze_handle().await?,
         pipeline.silver.next_batch,
         follow_tx,
         ingest_done,
+        (pipeline.lead_signal()?, stop),
     ));
     // Bronze batches come from the lake, already acknowledged: nothing
     // to hold back.

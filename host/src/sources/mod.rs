@@ -12,6 +12,7 @@ pub mod eventhubs;
 pub mod file;
 pub mod http;
 pub mod kafka;
+pub mod shared;
 
 use tokio::sync::{mpsc, oneshot, watch};
 

@@ -31,7 +31,7 @@ pub fn service(var: &str, what: &str) -> Option<String> {
     }
 }
 
-fn emulator_options() -> StorageOptions {
+pub(crate) fn emulator_options() -> StorageOptions {
     StorageOptions(BTreeMap::from([(
         "azure_storage_use_emulator".to_string(),
         "true".to_string(),

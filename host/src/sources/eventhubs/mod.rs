@@ -24,6 +24,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::blob_checkpoints::{BlobCheckpointStore, expired};
+use super::shared::Sharing;
 use super::{Envelope, Positions, RawRecord, SourceContext};
 
 mod config;
@@ -57,8 +58,18 @@ pub fn partition_name(hub: &str, id: &str) -> String {
 /// Where to open partition `id`: after the lake's sequence number, or at
 /// the earliest event the hub retains.
 pub fn start_position(hub: &str, id: &str, positions: &Positions) -> StartPosition {
-    match positions.get(&(SOURCE.to_string(), partition_name(hub, id))) {
-        Some(&done) => StartPosition {
+    start_after(
+        positions
+            .get(&(SOURCE.to_string(), partition_name(hub, id)))
+            .copied(),
+    )
+}
+
+/// Where to open a partition whose last sequence number in the lake is
+/// `done` (none: at the earliest event the hub retains).
+fn start_after(done: Option<i64>) -> StartPosition {
+    match done {
+        Some(done) => StartPosition {
             location: StartLocation::SequenceNumber(done),
             inclusive: false,
         },
@@ -87,11 +98,12 @@ struct Ctx {
 
 /// Consumes the hub until `stop`: every partition from `positions` without a
 /// checkpoint store; with one, the partitions this instance owns, each from
-/// the lake's position at claim time (read through `lake`, if shared).
+/// the lake's position at claim time (followed through `sharing`, if the
+/// lake is shared; its owner of the first partition holds the refine role).
 pub async fn run(
     config: EventHubsConfig,
     ctx: SourceContext,
-    lake: Option<crate::lake::Lake>,
+    sharing: Option<Arc<Sharing>>,
 ) -> anyhow::Result<()> {
     let SourceContext {
         positions,
@@ -144,7 +156,7 @@ pub async fn run(
         }
         return Ok(());
     }
-    balance(ctx, ids, positions, lake).await
+    balance(ctx, ids, positions, sharing).await
 }
 
 /// The ownership loop: renews this instance's claims, claims free or stale
@@ -153,7 +165,7 @@ async fn balance(
     ctx: Arc<Ctx>,
     ids: Vec<String>,
     positions: Positions,
-    lake: Option<crate::lake::Lake>,
+    sharing: Option<Arc<Sharing>>,
 ) -> anyhow::Result<()> {
     let store = ctx.store.clone().expect("a checkpoint store");
     let owner = uuid::Uuid::new_v4().to_string();
@@ -182,17 +194,32 @@ async fn balance(
             }
             keep
         });
+        if let (Some(sharing), Some(first)) = (&sharing, ids.first()) {
+            let leads = owned.contains(first);
+            sharing
+                .lead
+                .send_if_modified(|held| std::mem::replace(held, leads) != leads);
+        }
+        if !owned.iter().all(|id| readers.contains_key(id))
+            && let Some(sharing) = &sharing
+            && let Err(e) = sharing.positions.refresh().await
+        {
+            tracing::warn!("reading the lake's positions failed ({e:#}); resuming from older ones");
+        }
         let new: Vec<String> = owned
             .iter()
             .filter(|id| !readers.contains_key(*id))
             .cloned()
             .collect();
         for id in &new {
-            let positions = match &lake {
-                Some(lake) => crate::layers::bronze::committed_positions(lake).await?,
-                None => positions.clone(),
+            let start = match &sharing {
+                Some(sharing) => start_after(
+                    sharing
+                        .positions
+                        .get(SOURCE, &partition_name(&ctx.config.hub, id)),
+                ),
+                None => start_position(&ctx.config.hub, id, &positions),
             };
-            let start = start_position(&ctx.config.hub, id, &positions);
             let (lost_tx, lost_rx) = watch::channel(false);
             let task = tokio::spawn(read_partition(
                 ctx.clone(),
@@ -211,6 +238,9 @@ async fn balance(
                 expiry / 3
             }) => {}
         }
+    }
+    if let Some(sharing) = &sharing {
+        sharing.lead.send_replace(false);
     }
     for (_, (_, task)) in readers {
         task.await??;
@@ -285,7 +315,7 @@ pub async fn claim_round(
         .collect();
     let mut owners: HashSet<&str> = live.iter().filter_map(|o| o.owner_id.as_deref()).collect();
     owners.insert(owner);
-    let share = crate::cluster::fair_share(ids.len(), owners.len());
+    let share = fair_share(ids.len(), owners.len());
     let mut wanted: Vec<Ownership> = live
         .iter()
         .filter(|o| o.owner_id.as_deref() == Some(owner))
@@ -312,6 +342,11 @@ pub async fn claim_round(
         owned: claimed.into_iter().map(|o| o.partition_id).collect(),
         share,
     })
+}
+
+/// How many of `partitions` one of `owners` instances should read.
+fn fair_share(partitions: usize, owners: usize) -> usize {
+    partitions.div_ceil(owners.max(1))
 }
 
 /// Reads partition `id` from `start` until `stop` or `lost`, reconnecting
@@ -466,6 +501,14 @@ async fn lost_signal(lost: &mut Option<watch::Receiver<bool>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_owner_reads_its_share_rounded_up() {
+        assert_eq!(fair_share(4, 2), 2);
+        assert_eq!(fair_share(4, 3), 2);
+        assert_eq!(fair_share(4, 1), 4);
+        assert_eq!(fair_share(4, 0), 4, "alone before the first round");
+    }
 
     #[test]
     fn resumes_after_the_lake_position_or_from_the_earliest() {

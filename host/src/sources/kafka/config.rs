@@ -4,6 +4,8 @@
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::StreamConsumer;
+
+use super::group::GroupContext;
 use serde::Deserialize;
 
 use crate::config_error::ConfigError;
@@ -20,7 +22,9 @@ pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port…]`.
     pub brokers: String,
     pub topic: String,
-    /// Consumer group the offsets are committed under (lag visibility only).
+    /// Consumer group: the instances sharing the topic join it (with
+    /// `share_partitions`); offsets are committed under it for lag views
+    /// only, never read back.
     pub group: String,
     /// `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`.
     pub security_protocol: String,
@@ -33,8 +37,12 @@ pub struct KafkaConfig {
     /// `fetch.wait.max.ms`: how long the broker may hold a fetch for data.
     pub fetch_wait_max_ms: u64,
     /// Share the partitions with other `sluice run` instances on the same
-    /// lake (partition and refine claims under `<lake>/_sluice/`).
+    /// lake: they subscribe in `group` and the broker assigns the
+    /// partitions (cooperative-sticky); whoever holds partition 0 refines.
     pub share_partitions: bool,
+    /// `session.timeout.ms` with `share_partitions`: how long the group
+    /// waits for a silent instance before moving its partitions.
+    pub session_timeout_ms: u64,
     /// How often the running source logs its per-partition lag.
     pub lag_report_ms: u64,
 }
@@ -51,6 +59,7 @@ impl Default for KafkaConfig {
             sasl_password_env: String::new(),
             fetch_wait_max_ms: 50,
             share_partitions: false,
+            session_timeout_ms: 10_000,
             lag_report_ms: 5_000,
         }
     }
@@ -91,6 +100,12 @@ impl KafkaConfig {
         }
         if self.topic.trim().is_empty() {
             return Err(invalid("topic", "must not be empty"));
+        }
+        if !(1_000..=3_600_000).contains(&self.session_timeout_ms) {
+            return Err(invalid(
+                "session_timeout_ms",
+                "must be between 1000 and 3600000 (milliseconds)",
+            ));
         }
         if self.group.trim().is_empty() {
             return Err(invalid("group", "must not be empty"));
@@ -162,8 +177,20 @@ impl KafkaConfig {
         config
     }
 
-    pub(super) fn consumer(&self) -> anyhow::Result<StreamConsumer> {
+    /// The source's consumer; `in_group`: it will subscribe in `group`.
+    pub(super) fn consumer(
+        &self,
+        context: GroupContext,
+        in_group: bool,
+    ) -> anyhow::Result<StreamConsumer<GroupContext>> {
         let mut config = self.client_config();
+        if in_group {
+            let session = self.session_timeout_ms;
+            config
+                .set("partition.assignment.strategy", "cooperative-sticky")
+                .set("session.timeout.ms", session.to_string())
+                .set("heartbeat.interval.ms", (session / 3).max(100).to_string());
+        }
         config
             .set("group.id", &self.group)
             .set("enable.auto.commit", "false")
@@ -174,7 +201,7 @@ impl KafkaConfig {
             // oldest offset left, never at the newest: what is gone is
             // reported (`super::report_gaps`), what is left is read.
             .set("auto.offset.reset", "earliest");
-        Ok(config.create()?)
+        Ok(config.create_with_context(context)?)
     }
 }
 

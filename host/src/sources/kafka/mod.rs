@@ -1,11 +1,15 @@
 //! Kafka-protocol source (Apache Kafka, the Event Hubs Kafka endpoint, tansu):
-//! assigns the topic's partitions by hand at the offsets the lake holds and
-//! sends what it fetches; broker offsets are committed only for lag views.
+//! reads the topic's partitions from the offsets the lake holds and sends
+//! what it fetches; broker offsets are committed only for lag views.
 //!
-//! Why manual assignment: the lake is the source of truth for positions (see
-//! `sources/mod.rs`), so a consumer group's committed offsets are never read
-//! back. They are written after each bronze commit so that the usual Kafka
-//! tools show the group's lag.
+//! Alone on its lake it assigns every partition by hand at the lake's
+//! positions. Sharing the lake (`kafka.share_partitions`), it subscribes in
+//! the consumer group and the broker spreads the partitions over the
+//! instances (`group.rs`); each is still resumed at the lake's position,
+//! because the lake is the source of truth for positions (see
+//! `sources/mod.rs`): committed group offsets are never read back, only
+//! written after each bronze commit so that the usual Kafka tools show the
+//! group's lag.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,19 +21,27 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::shared::Sharing;
 use super::{Envelope, Positions, RawRecord, SourceContext};
 
 mod config;
-mod sharing;
+mod group;
 
 pub use config::KafkaConfig;
-pub use sharing::Sharing;
-use sharing::{REBALANCE_EVERY, SharedFlow, admit, rebalance_loop};
+use group::{Flow, Group, GroupContext, admit};
 
 pub const SOURCE: &str = "kafka";
 
 /// How long the source waits for more messages before sending what it has.
 const LINGER: Duration = Duration::from_millis(20);
+/// How long a fetch waits for a first message.
+const FETCH_WAIT: Duration = Duration::from_secs(1);
+/// How often a sharing instance reads the lake's positions (for partitions
+/// assigned to it later).
+const FOLLOW_POSITIONS_EVERY: Duration = Duration::from_secs(1);
+
+/// The consumer, with the context that handles group rebalances.
+type KafkaConsumer = StreamConsumer<GroupContext>;
 /// Longest pause between retries while the broker is away.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -81,29 +93,29 @@ pub fn gap(committed: Option<i64>, low: i64) -> i64 {
     committed.map_or(0, |c| low.saturating_sub(c.saturating_add(1)).max(0))
 }
 
-/// Before `ids` are assigned at the lake's positions: logs an error with the
-/// gap and counts it in `sluice_source_gap_events` for each partition whose
-/// next offset retention has deleted. The consumer then resumes at the low
-/// watermark (`auto.offset.reset=earliest`): the deleted events are lost
-/// either way, and stopping would only stall the ones still there.
-async fn report_gaps(
-    consumer: &Arc<StreamConsumer>,
-    topic: &str,
-    ids: &[i32],
-    positions: &Positions,
-) {
-    let (c, t, wanted) = (consumer.clone(), topic.to_string(), ids.to_vec());
+/// Before partitions are read from the lake's positions (`resumed`: id and
+/// position): logs an error with the gap and counts it in
+/// `sluice_source_gap_events` for each partition whose next offset
+/// retention has deleted. The consumer then resumes at the low watermark
+/// (`auto.offset.reset=earliest`): the deleted events are lost either way,
+/// and stopping would only stall the ones still there.
+async fn report_gaps(consumer: &Arc<KafkaConsumer>, topic: &str, resumed: &[(i32, Option<i64>)]) {
+    let (c, t, wanted) = (consumer.clone(), topic.to_string(), resumed.to_vec());
     let lows = tokio::task::spawn_blocking(move || {
         wanted
             .into_iter()
-            .map(|p| (p, c.fetch_watermarks(&t, p, Duration::from_secs(5))))
+            .map(|(p, committed)| {
+                (
+                    p,
+                    committed,
+                    c.fetch_watermarks(&t, p, Duration::from_secs(5)),
+                )
+            })
             .collect::<Vec<_>>()
     })
     .await
     .unwrap_or_default();
-    for (partition, marks) in lows {
-        let name = partition_name(topic, partition);
-        let committed = positions.get(&(SOURCE.to_string(), name.clone())).copied();
+    for (partition, committed, marks) in lows {
         let low = match marks {
             Ok((low, _)) => low,
             Err(e) => {
@@ -122,7 +134,31 @@ async fn report_gaps(
                 "events after the lake's position were deleted by retention before they were \
                  read; resuming at the oldest offset left"
             );
-            crate::metrics::record_source_gap(SOURCE, &name, missing);
+            crate::metrics::record_source_gap(SOURCE, &partition_name(topic, partition), missing);
+        }
+    }
+}
+
+/// Reports the gaps of partitions as the group assigns them.
+async fn report_gaps_as_assigned(
+    consumer: Arc<KafkaConsumer>,
+    topic: String,
+    mut assigned: mpsc::UnboundedReceiver<Vec<(i32, Option<i64>)>>,
+) {
+    while let Some(resumed) = assigned.recv().await {
+        report_gaps(&consumer, &topic, &resumed).await;
+    }
+}
+
+/// Keeps `sharing`'s lake positions fresh until `stop`.
+async fn follow_positions(sharing: Arc<Sharing>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => return,
+            _ = tokio::time::sleep(FOLLOW_POSITIONS_EVERY) => {}
+        }
+        if let Err(e) = sharing.positions.refresh().await {
+            tracing::warn!("reading the lake's positions failed ({e:#}); retrying");
         }
     }
 }
@@ -135,7 +171,7 @@ pub fn partition_name(topic: &str, partition: i32) -> String {
 /// Partition ids of `topic`, waiting (with backoff) while the broker or the
 /// topic is not there yet. `None` if asked to stop first.
 async fn partitions(
-    consumer: &Arc<StreamConsumer>,
+    consumer: &Arc<KafkaConsumer>,
     topic: &str,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<Vec<i32>> {
@@ -189,68 +225,94 @@ fn assignment(
     Ok(list)
 }
 
-/// Consumes `config.topic` from the lake's `positions` until `stop`, sending
-/// envelopes of up to `chunk` records into `tx`. Without `sharing` it
-/// consumes every partition. Returns the records sent and the sharing state,
-/// whose claims the caller keeps until the pipeline has drained.
+/// Consumes `config.topic` until `stop`, sending envelopes of up to `chunk`
+/// records into `tx`: every partition from the lake's `positions`, or, with
+/// `sharing`, those the consumer group assigns to this instance. Returns
+/// the records sent.
 pub async fn run(
     config: KafkaConfig,
     ctx: SourceContext,
-    sharing: Option<Sharing>,
-) -> anyhow::Result<(u64, Option<Sharing>)> {
+    sharing: Option<Arc<Sharing>>,
+) -> anyhow::Result<u64> {
     let SourceContext {
         positions,
         chunk,
         tx,
         mut stop,
     } = ctx;
-    let consumer = Arc::new(config.consumer()?);
     let topic = config.topic.clone();
-    let Some(ids) = partitions(&consumer, &topic, &mut stop).await else {
-        return Ok((0, sharing));
-    };
     let progress = Progress {
         lag_every: Duration::from_millis(config.lag_report_ms),
         durable: Durable::default(),
-        flow: SharedFlow::default(),
+        flow: Flow::default(),
     };
-    let rebalancer = match sharing {
+    let (assigned_tx, assigned_rx) = mpsc::unbounded_channel();
+    let context = match &sharing {
+        Some(sharing) => GroupContext::in_group(Group {
+            topic: topic.clone(),
+            sharing: sharing.clone(),
+            flow: progress.flow.clone(),
+            durable: progress.durable.clone(),
+            assigned: assigned_tx,
+        }),
+        None => GroupContext::by_hand(),
+    };
+    let consumer = Arc::new(config.consumer(context, sharing.is_some())?);
+    let Some(ids) = partitions(&consumer, &topic, &mut stop).await else {
+        return Ok(0);
+    };
+    let mut follower = None;
+    match sharing {
         Some(sharing) => {
-            let ctx = sharing::Ctx {
-                consumer: consumer.clone(),
-                topic: topic.clone(),
-                ids: ids.clone(),
-                flow: progress.flow.clone(),
-                durable: progress.durable.clone(),
-            };
-            Some(tokio::spawn(rebalance_loop(sharing, ctx, stop.clone())))
+            follower = Some(tokio::spawn(follow_positions(sharing, stop.clone())));
+            tokio::spawn(report_gaps_as_assigned(
+                consumer.clone(),
+                topic.clone(),
+                assigned_rx,
+            ));
+            consumer.subscribe(&[&topic])?;
+            tracing::info!(
+                topic,
+                group = config.group,
+                "kafka source joined its consumer group"
+            );
         }
         None => {
-            report_gaps(&consumer, &topic, &ids, &positions).await;
+            let resumed: Vec<(i32, Option<i64>)> = ids
+                .iter()
+                .map(|&id| {
+                    (
+                        id,
+                        positions
+                            .get(&(SOURCE.to_string(), partition_name(&topic, id)))
+                            .copied(),
+                    )
+                })
+                .collect();
+            report_gaps(&consumer, &topic, &resumed).await;
             consumer.assign(&assignment(&topic, &ids, &positions)?)?;
+            progress.flow.lock().expect("flow").extend(&ids);
+            // Report every partition from the start, not only after its first commit.
+            let mut durable = progress.durable.lock().expect("lag map");
+            for (id, done) in resumed {
+                durable.insert(id, done.map_or(0, |d| d + 1));
+            }
             tracing::info!(topic, partitions = ids.len(), "kafka source assigned");
-            None
-        }
-    };
-    if rebalancer.is_none() {
-        // Report every partition from the start, not only after its first commit.
-        let mut durable = progress.durable.lock().expect("lag map");
-        for &id in &ids {
-            let done = positions.get(&(SOURCE.to_string(), partition_name(&topic, id)));
-            durable.insert(id, done.map_or(0, |d| d + 1));
         }
     }
     let sent = consume(consumer, &topic, &ids, progress, chunk, tx, stop).await;
-    let sharing = match rebalancer {
-        Some(task) => Some(task.await?),
-        None => None,
-    };
-    Ok((sent?, sharing))
+    if let Some(follower) = follower {
+        // Ended before the runtime may shut down: a lake read cut off by
+        // the shutdown panics inside delta-rs' kernel executor.
+        follower.abort();
+        let _ = follower.await;
+    }
+    sent
 }
 
 /// The fetch loop: envelopes into `tx` until `stop` or the pipeline is gone.
 async fn consume(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<KafkaConsumer>,
     topic: &str,
     ids: &[i32],
     progress: Progress,
@@ -281,7 +343,7 @@ async fn consume(
         let records = tokio::select! {
             biased;
             _ = stopped(&mut stop) => return Ok(sent),
-            r = fetch(&consumer, &source, &names, chunk, REBALANCE_EVERY) => r,
+            r = fetch(&consumer, &source, &names, chunk, FETCH_WAIT) => r,
         };
         let records = match records {
             Ok(records) if records.is_empty() => continue,
@@ -322,7 +384,7 @@ async fn consume(
 /// The first message within `wait` (none: an empty batch), then whatever
 /// else arrives within [`LINGER`], up to `chunk`.
 async fn fetch(
-    consumer: &StreamConsumer,
+    consumer: &KafkaConsumer,
     source: &Arc<str>,
     names: &BTreeMap<i32, Arc<str>>,
     chunk: usize,
@@ -355,20 +417,20 @@ fn partition_id(name: &str) -> i32 {
 /// Next offset per partition that this instance has made durable in bronze.
 type Durable = Arc<std::sync::Mutex<BTreeMap<i32, i64>>>;
 
-/// What the fetch loop keeps per partition: how far it has sent (`flow`,
-/// with the partitions being handed over), how far that is durable, and how
-/// often the lag is reported.
+/// What the fetch loop keeps per partition: which ones it may send
+/// (`flow`), how far what it sent is durable, and how often the lag is
+/// reported.
 struct Progress {
     lag_every: Duration,
     durable: Durable,
-    flow: SharedFlow,
+    flow: Flow,
 }
 
 /// Logs the lag of every partition this instance committed from, as the
 /// `kafka lag` metric line (target `sluice::metrics`): events in the broker
 /// after what is durable in bronze.
 async fn report_lag(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<KafkaConsumer>,
     topic: String,
     durable: Durable,
     every: Duration,
@@ -444,7 +506,7 @@ fn offsets_to_commit(topic: &str, records: &[RawRecord]) -> anyhow::Result<Topic
 /// Commits broker offsets once the records are durable in bronze. Failures
 /// only make the broker's lag view stale, so they are logged, not fatal.
 async fn commit_when_durable(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<KafkaConsumer>,
     offsets: TopicPartitionList,
     acked: oneshot::Receiver<Result<(), String>>,
     durable: Durable,

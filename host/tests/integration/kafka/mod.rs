@@ -212,19 +212,24 @@ pub fn sluice_run(lake: &Path, broker: &str, topic: &str, max_events: usize) -> 
     cmd
 }
 
-/// A child's committed batches and partition claims, as they happen.
+/// A child's committed batches and partition assignments, as they happen.
 pub struct Watch {
     pub batches: mpsc::Receiver<()>,
-    pub claims: mpsc::Receiver<String>,
+    /// On a shared lake: true when the instance takes the refine role,
+    /// false when its silver and gold stop.
+    pub roles: mpsc::Receiver<bool>,
+    pub assignments: mpsc::Receiver<String>,
     /// The `/metrics` URL, if the child serves one.
     pub metrics: mpsc::Receiver<String>,
 }
 
-/// Forwards the child's stderr to the test's, signalling batches and claims.
+/// Forwards the child's stderr to the test's, signalling batches and
+/// assignments.
 pub fn watch(child: &mut Child, tag: &'static str) -> Watch {
     let stderr = child.stderr.take().unwrap();
     let (batch_tx, batches) = mpsc::channel();
-    let (claim_tx, claims) = mpsc::channel();
+    let (role_tx, roles) = mpsc::channel();
+    let (assignment_tx, assignments) = mpsc::channel();
     let (metrics_tx, metrics) = mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr)
@@ -235,8 +240,16 @@ pub fn watch(child: &mut Child, tag: &'static str) -> Watch {
                 let _ = batch_tx.send(());
                 continue;
             }
-            if line.contains("claimed partitions") || line.contains("handed partitions over") {
-                let _ = claim_tx.send(line.clone());
+            if line.contains("took the refine role") {
+                let _ = role_tx.send(!line.contains("another instance"));
+            }
+            if line.contains("silver and gold stopped here") {
+                let _ = role_tx.send(false);
+            }
+            if line.contains("kafka partitions assigned")
+                || line.contains("kafka partitions revoked")
+            {
+                let _ = assignment_tx.send(line.clone());
             }
             if line.contains("metrics on") {
                 let url = line.split_whitespace().last().unwrap_or_default();
@@ -247,7 +260,8 @@ pub fn watch(child: &mut Child, tag: &'static str) -> Watch {
     });
     Watch {
         batches,
-        claims,
+        roles,
+        assignments,
         metrics,
     }
 }
@@ -285,8 +299,13 @@ pub fn terminate(mut child: Child) {
 
 /// Every record once in bronze, and silver and gold as computed independently.
 pub async fn assert_exactly_once(lake: &Path, lines: &[String]) {
-    let bronze = common::count(lake, "SELECT COUNT(*) FROM bronze_events").await;
-    let distinct = common::count(
+    assert_exactly_once_in(&sluice::lake::Lake::local(lake).unwrap(), lines).await;
+}
+
+/// [`assert_exactly_once`] for a lake anywhere.
+pub async fn assert_exactly_once_in(lake: &sluice::lake::Lake, lines: &[String]) {
+    let bronze = common::count_in(lake, "SELECT COUNT(*) FROM bronze_events").await;
+    let distinct = common::count_in(
         lake,
         "SELECT COUNT(*) FROM (SELECT DISTINCT source_partition, source_offset FROM bronze_events)",
     )
@@ -294,9 +313,9 @@ pub async fn assert_exactly_once(lake: &Path, lines: &[String]) {
     assert_eq!(bronze as usize, lines.len(), "bronze holds every record");
     assert_eq!(distinct, bronze, "no record is in bronze twice");
     let expected = Expected::compute(lines, LATENESS_SECS * 1_000_000);
-    let silver = common::count(lake, "SELECT COUNT(*) FROM silver_events").await;
+    let silver = common::count_in(lake, "SELECT COUNT(*) FROM silver_events").await;
     assert_eq!(silver as usize, expected.accepted.len());
-    common::assert_gold_matches(lake, &expected).await;
+    common::assert_gold_matches_in(lake, &expected).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

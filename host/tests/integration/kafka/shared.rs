@@ -1,15 +1,29 @@
-//! Several `sluice run` instances sharing one topic's partitions: a kill -9
-//! of the one running silver and gold is taken over (partitions and
-//! refining), a late joiner is handed its share; every record once.
+//! Several `sluice run` instances sharing one topic through its consumer
+//! group: the broker assigns the partitions, the owner of partition 0
+//! refines; a `kill -9` of the refining instance, a late joiner, and a fleet
+//! of three on an Azurite lake; every record once, gold as computed.
+//!
+//! tansu 0.6.0 (the CI broker) does not hand a crashed member's partitions
+//! to the survivors: after the session timeout the survivor is told its own
+//! assignment is lost, and the group is only balanced again when a member
+//! joins (seen with librdkafka's cooperative-sticky and range assignors).
+//! Apache Kafka moves them after `kafka.session_timeout_ms`. So after a
+//! `kill -9` these tests restart the killed instance, as an operator (or an
+//! orchestrator) would, and assert what holds on any broker: nothing lost,
+//! nothing twice. Correctness never waits on the broker's failover: the
+//! bronze fence and the refine epoch hold without it.
 
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
 use super::{
-    Sim, Watch, assert_exactly_once, plain, shared_broker, sluice_run, terminate, unique_topic,
-    wait_for_bronze, watch,
+    Sim, Watch, assert_exactly_once, assert_exactly_once_in, plain, shared_broker, sluice_run,
+    terminate, unique_topic, wait_for_bronze, watch,
 };
+
+/// How long the group waits for a silent (killed) instance.
+const SESSION_TIMEOUT_MS: &str = "6000";
 
 /// Waits until `n` instances have committed to bronze: each commit names
 /// its writer in an app transaction `sluice-bronze@<writer>`.
@@ -47,7 +61,7 @@ fn bronze_writers(lake: &Path) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-/// The `owned=N` of a claim log line.
+/// The `owned=N` of an assignment log line.
 fn owned(line: &str) -> usize {
     plain(line)
         .split_whitespace()
@@ -56,8 +70,23 @@ fn owned(line: &str) -> usize {
         .unwrap_or_else(|| panic!("no owned= in {line}"))
 }
 
-/// Produces `events` simulated events (2 % faults) into `topic`; returns
-/// their lines.
+/// Waits until `watch`'s instance owns `want` partitions.
+fn owns(watch: &Watch, want: usize, who: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = watch
+            .assignments
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("{who} does not own {want} partitions after {limit:?}"));
+        if owned(&line) == want {
+            return;
+        }
+    }
+}
+
+/// Produces `events` simulated events (2 % faults) into `topic` (4
+/// partitions); returns their lines.
 fn produce_sim(broker: &str, topic: &str, seed: u64, events: u64) -> Vec<String> {
     let sim = Sim {
         seed,
@@ -72,6 +101,7 @@ fn produce_sim(broker: &str, topic: &str, seed: u64, events: u64) -> Vec<String>
 fn shared_instance(lake: &Path, broker: &str, topic: &str, tag: &'static str) -> (Child, Watch) {
     let mut child = sluice_run(lake, broker, topic, 1_000)
         .env("SLUICE_KAFKA__SHARE_PARTITIONS", "true")
+        .env("SLUICE_KAFKA__SESSION_TIMEOUT_MS", SESSION_TIMEOUT_MS)
         .spawn()
         .unwrap();
     let watch = watch(&mut child, tag);
@@ -93,67 +123,79 @@ pub async fn shared_with_a_kill_9(broker: &str) {
     let mut lines = produce_sim(&broker, &topic, 21, 12_000);
     let lake = dir.path().join("lake");
     let start = |tag: &'static str| shared_instance(&lake, &broker, &topic, tag);
+    let limit = Duration::from_secs(120);
     let (a, a_watch) = start("a");
     let (b, b_watch) = start("b");
-    let limit = Duration::from_secs(120);
-    let a_claim = a_watch.claims.recv_timeout(limit).expect("a claims");
-    let b_claim = b_watch.claims.recv_timeout(limit).expect("b claims");
-    assert_eq!(
-        (owned(&a_claim), owned(&b_claim)),
-        (2, 2),
-        "the instances share the four partitions"
-    );
-    // Both ingest (each commits bronze under its own writer id); one of
-    // them refines: that one is killed, so the other must take over its
-    // partitions and silver and gold.
+    owns(&a_watch, 2, "a", limit);
+    owns(&b_watch, 2, "b", limit);
+    // The backlog may be gone before the second joins: more events, so
+    // that both ingest (each commits bronze under its own writer id).
+    lines.extend(produce_sim(&broker, &topic, 23, 6_000));
     wait_for_writers(&lake, 2, limit).await;
+    // The owner of partition 0 refines: that one is killed.
     let deadline = Instant::now() + limit;
-    let a_leads = loop {
-        if a_watch.batches.try_recv().is_ok() {
-            break true;
-        }
-        if b_watch.batches.try_recv().is_ok() {
-            break false;
-        }
-        assert!(Instant::now() < deadline, "neither instance refines");
+    let (mut a_leads, mut b_leads) = (false, false);
+    while a_leads == b_leads {
+        assert!(
+            Instant::now() < deadline,
+            "not exactly one instance refines"
+        );
         std::thread::sleep(Duration::from_millis(100));
-    };
+        a_leads = a_watch.roles.try_iter().last().unwrap_or(a_leads);
+        b_leads = b_watch.roles.try_iter().last().unwrap_or(b_leads);
+    }
     let ((mut leader, _), (survivor, survivor_watch)) = if a_leads {
         ((a, a_watch), (b, b_watch))
     } else {
         ((b, b_watch), (a, a_watch))
     };
-    while survivor_watch.batches.try_recv().is_ok() {}
-
+    while survivor_watch.assignments.try_recv().is_ok() {}
     leader.kill().unwrap(); // SIGKILL, mid-stream
     leader.wait().unwrap();
-    let killed = Instant::now();
-    let takeover = loop {
-        let line = survivor_watch
-            .claims
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the survivor takes over the killed leader's partitions");
-        if owned(&line) == 4 {
-            break killed.elapsed();
-        }
-    };
-    eprintln!("the survivor took over the partitions {takeover:?} after the kill");
-    assert!(
-        takeover < Duration::from_secs(10),
-        "takeover took {takeover:?}"
-    );
-    lines.extend(produce_sim(&broker, &topic, 22, 6_000));
+    // Once the session times out the group moves on: Apache Kafka assigns
+    // the killed leader's partitions to the survivor, tansu revokes the
+    // survivor's own (see the module doc). Either way it says so.
     survivor_watch
-        .batches
-        .recv_timeout(limit)
-        .expect("the survivor runs silver and gold now");
+        .assignments
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the group notices the killed instance");
+
+    // Restarted, it joins the group again; the partitions are spread over
+    // both live instances and one of them refines, from where the killed
+    // leader stopped.
+    let (restarted, restarted_watch) = start("restarted");
+    owns(&restarted_watch, 2, "the restarted instance", limit);
+    lines.extend(produce_sim(&broker, &topic, 22, 6_000));
     wait_for_bronze(&lake, lines.len(), Duration::from_secs(240)).await;
+    terminate(restarted);
     terminate(survivor);
     assert_exactly_once(&lake, &lines).await;
+    assert!(
+        leader_epochs(&lake) >= 2,
+        "the refine role was taken again after the kill"
+    );
 }
 
-/// `a` owns all four partitions; `b` joins: `a` hands two over once what it
-/// read from them is committed, `b` resumes them from the lake; more events
+/// How many times the refine role was taken: the distinct epochs of
+/// `sluice-leader` in `pipeline_batches`' commits.
+fn leader_epochs(lake: &Path) -> usize {
+    let marker = "\"appId\":\"sluice-leader\",\"version\":";
+    std::fs::read_dir(lake.join("pipeline_batches/_delta_log"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .flat_map(|text| {
+            text.split(marker)
+                .skip(1)
+                .filter_map(|rest| rest.split([',', '}']).next()?.parse::<i64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
+/// `a` owns all four partitions; `b` joins: the group revokes two from `a`
+/// and assigns them to `b`, which resumes them from the lake; more events
 /// follow. Every record once, gold equal to the computation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_that_joins_later_is_handed_its_share() {
@@ -167,22 +209,12 @@ async fn an_instance_that_joins_later_is_handed_its_share() {
     let start = |tag: &'static str| shared_instance(&lake, &broker, &topic, tag);
     let limit = Duration::from_secs(120);
     let (a, a_watch) = start("a");
-    let a_claim = a_watch.claims.recv_timeout(limit).expect("a claims");
-    assert_eq!(owned(&a_claim), 4, "alone, a takes every partition");
-    a_watch.batches.recv_timeout(limit).expect("a commits");
+    owns(&a_watch, 4, "a, alone,", limit);
+    a_watch.batches.recv_timeout(limit).expect("a refines");
 
     let (b, b_watch) = start("b");
-    let owned_by = |watch: &Watch, want: usize, who: &str| loop {
-        let line = watch
-            .claims
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("{who} does not reach {want} partitions"));
-        if owned(&line) == want {
-            break;
-        }
-    };
-    owned_by(&a_watch, 2, "a");
-    owned_by(&b_watch, 2, "b");
+    owns(&a_watch, 2, "a", Duration::from_secs(60));
+    owns(&b_watch, 2, "b", Duration::from_secs(60));
 
     lines.extend(produce_sim(&broker, &topic, 32, 6_000));
     wait_for_writers(&lake, 2, limit).await;
@@ -190,4 +222,95 @@ async fn an_instance_that_joins_later_is_handed_its_share() {
     terminate(a);
     terminate(b);
     assert_exactly_once(&lake, &lines).await;
+}
+
+/// The fleet: three `sluice run` processes on one lake in Azure
+/// (Azurite), one topic of 6 partitions, events produced all along. One
+/// starts, two join, one is killed with `kill -9` and restarted, another is
+/// stopped gracefully; bronze holds every record once and silver,
+/// quarantine and gold equal the computation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_of_three_on_an_azure_lake_loses_and_doubles_nothing() {
+    let Some(broker) = shared_broker() else {
+        return;
+    };
+    let Some(endpoint) = crate::azurite::service("AZURITE_BLOB_STORAGE_URL", "Azurite") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique_topic("fleet");
+    let url = crate::azurite::lake_url();
+    let start = |tag: &'static str| {
+        let mut child = sluice_run(Path::new(&url), &broker, &topic, 1_000)
+            .env("SLUICE_KAFKA__SHARE_PARTITIONS", "true")
+            .env("SLUICE_KAFKA__SESSION_TIMEOUT_MS", SESSION_TIMEOUT_MS)
+            .env("SLUICE_LAKE_OPTIONS__AZURE_STORAGE_USE_EMULATOR", "true")
+            .env("AZURITE_BLOB_STORAGE_URL", &endpoint)
+            .env("SLUICE_CACHE_DIR", dir.path().join(format!("cache-{tag}")))
+            .spawn()
+            .unwrap();
+        let watch = watch(&mut child, tag);
+        (child, watch)
+    };
+    let limit = Duration::from_secs(120);
+    let mut lines = Vec::new();
+    let mut producers = Vec::new();
+    let mut produce = |seed: u64| {
+        let sim = Sim {
+            seed,
+            events: 4_000,
+            faults: 0.02,
+        };
+        producers.push(sim.command(&broker, &topic, 6).spawn().unwrap());
+        lines.extend(sim.lines());
+    };
+    produce(41);
+    let (a, a_watch) = start("a");
+    owns(&a_watch, 6, "a, alone,", limit);
+    produce(42);
+    let (mut b, b_watch) = start("b");
+    let (c, c_watch) = start("c");
+    owns(&b_watch, 2, "b", limit);
+    owns(&c_watch, 2, "c", limit);
+    produce(43);
+    std::thread::sleep(Duration::from_secs(2));
+    while a_watch.assignments.try_recv().is_ok() {}
+    b.kill().unwrap(); // SIGKILL, mid-stream
+    b.wait().unwrap();
+    produce(44);
+    a_watch
+        .assignments
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the group notices the killed instance");
+    let (b2, b2_watch) = start("b2");
+    owns(&b2_watch, 2, "b restarted", limit);
+    produce(45);
+    terminate(c); // gracefully, mid-stream: its partitions go to the others
+    produce(46);
+    for mut producer in producers {
+        assert!(producer.wait().unwrap().success(), "a producer failed");
+    }
+    let lake = sluice::lake::Lake::open_root(Path::new(&url), &crate::azurite::emulator_options())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let have = common_count(&lake).await;
+        if have >= lines.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bronze holds {have} of {} records",
+            lines.len()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    terminate(a);
+    terminate(b2);
+    assert_exactly_once_in(&lake, &lines).await;
+}
+
+async fn common_count(lake: &sluice::lake::Lake) -> usize {
+    crate::common::count_in(lake, "SELECT COUNT(*) FROM bronze_events").await as usize
 }
