@@ -130,11 +130,13 @@ async fn open_shared(
     if kafka_leads {
         sharing.kafka = Some(source_sharing(&pipeline, lead).await?);
     }
-    tracing::info!(lake = %lake.root(), "sharing the lake with other instances");
+    let instance = pipeline.instance_id().context("the ingest tier is out")?;
+    tracing::info!(lake = %lake.root(), instance, "sharing the lake with other instances");
     pipeline.share(SharedLake {
         lake,
         bounds: time_bounds(config),
         lead: lead_rx,
+        instance,
         leading: false,
     });
     Ok((pipeline, sharing))

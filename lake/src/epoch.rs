@@ -46,11 +46,20 @@ impl Lake {
         }
     }
 
-    /// Takes the role `app_id` on the existing table `name`: commits the
-    /// epoch after the highest one the table holds (an empty commit but for
-    /// its app transaction). Of two instances claiming at once the later
-    /// commit wins, each with an epoch of its own.
-    pub async fn claim_epoch(&self, name: &str, app_id: &str) -> Result<Fence> {
+    /// Takes the role `app_id` on the existing table `name` for `holder`:
+    /// commits the epoch after the highest one the table holds (an empty
+    /// commit but for its app transactions: the role's, `<app_id>@<holder>`
+    /// naming who took it, and `<app_id>/<part>` for each of `parts` that
+    /// writes this table, so the previous holder's next commit of that part
+    /// here conflicts with the claim). Of two instances claiming at once the
+    /// later commit wins, each with an epoch of its own.
+    pub async fn claim_epoch(
+        &self,
+        name: &str,
+        app_id: &str,
+        holder: &str,
+        parts: &[&str],
+    ) -> Result<Fence> {
         let mut table = self.load(name).await?;
         loop {
             let snapshot = table.snapshot().map_err(delta_err(name))?;
@@ -63,8 +72,12 @@ impl Lake {
                 app_id: app_id.to_string(),
                 epoch: held + 1,
             };
-            let claim =
-                quiet_commit().with_application_transaction(Transaction::new(app_id, fence.epoch));
+            let ids = [app_id.to_string(), format!("{app_id}@{holder}")]
+                .into_iter()
+                .chain(parts.iter().map(|part| format!("{app_id}/{part}")));
+            let claim = quiet_commit().with_application_transactions(
+                ids.map(|id| Transaction::new(id, fence.epoch)).collect(),
+            );
             match commit_marks_only(&table, claim).await {
                 Ok(_) => return Ok(fence),
                 Err(e) if is_conflict(&e) => {
@@ -138,8 +151,11 @@ impl LakeTable {
         fence.check(&self.name, self.committed(&fence.app_id).await?)
     }
 
-    /// [`check_fence`](Self::check_fence) for a handle that knew the table
-    /// up to `seen` (`None`: nothing): only the commits after it are read.
+    /// After a reload: refuses the handle if a commit since `seen` (`None`:
+    /// the handle knew nothing) carries its role at another epoch. A newer
+    /// one means its holder was replaced; an older one, that a replaced
+    /// holder still writes here, and this holder must look at the table
+    /// again (its successor's recovery) before it goes on.
     pub(crate) async fn check_fence_since(&self, seen: Option<u64>) -> Result<()> {
         let (Some(fence), Some(now)) = (&self.fence, self.table.version()) else {
             return Ok(());
@@ -153,13 +169,15 @@ impl LakeTable {
                 .read_commit_entry(version)
                 .await
                 .map_err(delta_err(&self.name))?;
-            let newest = entry
+            let other = entry
                 .iter()
                 .flat_map(|bytes| app_transactions(bytes))
-                .filter(|(id, _)| *id == fence.app_id)
+                .filter(|(id, epoch)| *id == fence.app_id && *epoch != fence.epoch)
                 .map(|(_, epoch)| epoch)
-                .max();
-            fence.check(&self.name, newest)?;
+                .next();
+            if let Some(other) = other {
+                return Err(fence.refused(&self.name, other));
+            }
         }
         Ok(())
     }
@@ -169,13 +187,17 @@ impl Fence {
     /// Refuses this fence if `held`, the epoch a table holds, is newer.
     fn check(&self, table: &str, held: Option<i64>) -> Result<()> {
         match held {
-            Some(newer) if newer > self.epoch => Err(LakeError::Fenced {
-                table: table.to_string(),
-                app_id: self.app_id.clone(),
-                epoch: self.epoch,
-                newer,
-            }),
+            Some(newer) if newer > self.epoch => Err(self.refused(table, newer)),
             _ => Ok(()),
+        }
+    }
+
+    fn refused(&self, table: &str, other: i64) -> LakeError {
+        LakeError::Fenced {
+            table: table.to_string(),
+            app_id: self.app_id.clone(),
+            epoch: self.epoch,
+            other,
         }
     }
 }
@@ -218,13 +240,13 @@ mod tests {
             .await
             .unwrap();
 
-        let first = lake.claim_epoch("log", "leader").await.unwrap();
+        let first = lake.claim_epoch("log", "leader", "a", &[]).await.unwrap();
         assert_eq!(first.epoch, 1);
         let old = lake.fenced(first);
         let mut stale = old.open_or_create("t", "data", &schema, &[]).await.unwrap();
         assert!(stale.append("s", 1, rows(&schema, 1)).await.unwrap());
 
-        let second = lake.claim_epoch("log", "leader").await.unwrap();
+        let second = lake.claim_epoch("log", "leader", "b", &[]).await.unwrap();
         assert_eq!(second.epoch, 2, "the next claim takes the next epoch");
         let new = lake.fenced(second);
         let mut current = new.open_or_create("t", "data", &schema, &[]).await.unwrap();
@@ -236,7 +258,7 @@ mod tests {
         assert!(err.is_fenced(), "{err}");
         // Reloaded, it sees the newer epoch and refuses itself.
         let err = stale.reload().await.unwrap_err();
-        assert!(matches!(err, LakeError::Fenced { newer: 2, .. }), "{err}");
+        assert!(matches!(err, LakeError::Fenced { other: 2, .. }), "{err}");
         let err = old
             .open_or_create("t", "data", &schema, &[])
             .await

@@ -9,6 +9,7 @@
 mod container;
 mod epoch;
 mod fenced;
+mod history;
 pub mod location;
 pub mod maintain;
 mod merge;
@@ -30,6 +31,7 @@ use url::Url;
 
 pub use epoch::Fence;
 pub use fenced::{FencedCommit, Marks, raise_mark};
+pub use history::CommitSummary;
 pub use location::{LakeRoot, StorageOptions};
 pub use maintain::{Compaction, Policy, Round, TableReport, Usage};
 pub use merge::{Measure, MergeOp, MergeSpec, conform, merge_plan_sql};
@@ -48,14 +50,14 @@ pub enum LakeError {
     #[error("table `{table}`: {message}")]
     Other { table: String, message: String },
     #[error(
-        "table `{table}`: `{app_id}` epoch {epoch} was replaced by epoch {newer}; \
-         this writer no longer holds the role"
+        "table `{table}`: `{app_id}` epoch {epoch} met epoch {other} here: another \
+         instance holds or held the role meanwhile, so this writer stops"
     )]
     Fenced {
         table: String,
         app_id: String,
         epoch: i64,
-        newer: i64,
+        other: i64,
     },
 }
 

@@ -59,6 +59,7 @@ pub async fn run(config: &Config, lake: &sluice::lake::Lake) -> anyhow::Result<E
     if config.eventhubs.enabled() {
         print_eventhubs_lag(config, &positions).await?;
     }
+    print_fleet(lake).await?;
     let others: Vec<_> = positions
         .iter()
         .filter(|((source, _), _)| source != kafka::SOURCE && source != eventhubs::SOURCE)
@@ -67,6 +68,43 @@ pub async fn run(config: &Config, lake: &sluice::lake::Lake) -> anyhow::Result<E
         println!("other sources: {} partitions committed", others.len());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Bronze commits looked at for the instances list.
+const RECENT_COMMITS: u64 = 500;
+
+/// The instances that committed to bronze lately (several on a shared
+/// lake) and who holds the refine role, from the lake's logs.
+async fn print_fleet(lake: &sluice::lake::Lake) -> anyhow::Result<()> {
+    let fleet = sluice::pipeline::shared::fleet(lake, RECENT_COMMITS).await?;
+    if fleet.writers.is_empty() {
+        return Ok(());
+    }
+    println!("instances (bronze writers in the last {RECENT_COMMITS} commits)");
+    println!(
+        "{:<32}  {:>7}  {:<24}  partitions",
+        "instance", "commits", "last commit (UTC)"
+    );
+    for w in &fleet.writers {
+        let last = w
+            .last_commit_ms
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map_or("-".to_string(), |t| {
+                t.format("%Y-%m-%d %H:%M:%S").to_string()
+            });
+        let partitions: Vec<&str> = w.partitions.iter().map(String::as_str).collect();
+        println!(
+            "{:<32}  {:>7}  {last:<24}  {}",
+            w.id,
+            w.commits,
+            partitions.join(" ")
+        );
+    }
+    match &fleet.leader {
+        Some((epoch, holder)) => println!("refine role: epoch {epoch}, taken by {holder}"),
+        None => println!("refine role: not claimed (a single instance refines its own lake)"),
+    }
+    Ok(())
 }
 
 async fn print_eventhubs_lag(

@@ -62,6 +62,12 @@ impl IngestTier {
         }
     }
 
+    /// This writer's id (the part after `sluice-bronze@` in its commits),
+    /// which names the instance on a shared lake.
+    pub(super) fn writer_id(&self) -> &str {
+        self.writer.rsplit('@').next().unwrap_or_default()
+    }
+
     /// Reads, from this tier's own snapshot of bronze (and quarantine), the
     /// committed positions and the last bronze batch id, and starts its
     /// marks from them: exact as of the snapshot its commits start from,

@@ -169,7 +169,8 @@ impl Pipeline {
         let silver_decl = decl(&plugins.silver, silver::TABLE)?;
         // Under a leader epoch (shared lake), each tier fences its own
         // handles: the two tiers' quarantine commits may run concurrently.
-        let (silver_lake, gold_lake) = (lake.fence_part("silver"), lake.fence_part("gold"));
+        let silver_lake = lake.fence_part(shared::SILVER_PART);
+        let gold_lake = lake.fence_part(shared::GOLD_PART);
         let bronze = silver_lake
             .open_or_create(
                 bronze::TABLE,
@@ -283,6 +284,11 @@ impl Pipeline {
         if let Some(s) = self.shared.as_mut() {
             s.leading = false;
         }
+    }
+
+    /// This instance's id on a shared lake: its bronze writer's.
+    pub fn instance_id(&self) -> Option<String> {
+        self.ingest.as_ref().map(|i| i.writer_id().to_string())
     }
 
     /// A fresh handle on bronze, as every instance opens it (no epoch), for

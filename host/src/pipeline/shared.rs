@@ -28,8 +28,13 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(100);
 /// The pause before trying again to take the refine role after another
 /// instance's claim won.
 const RETAKE_AFTER: Duration = Duration::from_secs(1);
-/// The app id of the refine role's epoch in every refine commit.
+/// The app id of the refine role's epoch, claimed in `pipeline_batches`;
+/// each tier's refine commits carry it as `<LEADER_APP>/<tier>`.
 pub const LEADER_APP: &str = "sluice-leader";
+/// The fence parts of the two refine tiers (their quarantine commits may
+/// run concurrently, so they must not share an app id).
+pub(super) const SILVER_PART: &str = "silver";
+pub(super) const GOLD_PART: &str = "gold";
 
 /// What a pipeline needs to share its lake.
 pub struct SharedLake {
@@ -38,8 +43,70 @@ pub struct SharedLake {
     pub bounds: TimeBounds,
     /// True while this instance's source holds the refine role.
     pub lead: watch::Receiver<bool>,
+    /// This instance's id: its bronze writer id, and the holder named when
+    /// it claims the refine role.
+    pub instance: String,
     /// Whether this instance runs silver and gold now.
     pub leading: bool,
+}
+
+/// The instances on a lake as its logs tell: bronze writers with what they
+/// committed lately, and who holds the refine role.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    pub writers: Vec<Writer>,
+    /// The refine role's latest epoch and the instance that claimed it.
+    pub leader: Option<(i64, String)>,
+}
+
+/// One instance's bronze commits among the recent ones.
+#[derive(Debug)]
+pub struct Writer {
+    pub id: String,
+    pub commits: usize,
+    pub last_commit_ms: Option<i64>,
+    /// Ordered-source partitions its commits carried (`<source>:<partition>`).
+    pub partitions: std::collections::BTreeSet<String>,
+}
+
+/// Reads [`Fleet`] from the last `recent` commits of bronze and of
+/// `pipeline_batches`.
+pub async fn fleet(lake: &Lake, recent: u64) -> anyhow::Result<Fleet> {
+    let writer_prefix = format!("{STAGE_BRONZE}@");
+    let mut writers: std::collections::BTreeMap<String, Writer> = Default::default();
+    for commit in lake.recent_commits(bronze::TABLE, recent).await? {
+        let Some(id) = commit
+            .txns
+            .iter()
+            .find_map(|(app, _)| app.strip_prefix(&writer_prefix))
+        else {
+            continue;
+        };
+        let writer = writers.entry(id.to_string()).or_insert_with(|| Writer {
+            id: id.to_string(),
+            commits: 0,
+            last_commit_ms: None,
+            partitions: Default::default(),
+        });
+        writer.commits += 1;
+        writer.last_commit_ms = writer.last_commit_ms.max(commit.timestamp_ms);
+        let positions = commit.txns.iter().filter(|(app, _)| app.contains(':'));
+        writer
+            .partitions
+            .extend(positions.map(|(app, _)| app.clone()));
+    }
+    let holder_prefix = format!("{LEADER_APP}@");
+    let leader = lake
+        .recent_commits(BATCHES_TABLE, recent)
+        .await?
+        .into_iter()
+        .flat_map(|c| c.txns)
+        .filter_map(|(app, epoch)| Some((epoch, app.strip_prefix(&holder_prefix)?.to_string())))
+        .max();
+    Ok(Fleet {
+        writers: writers.into_values().collect(),
+        leader,
+    })
 }
 
 /// Whether `e` says another instance took the refine role meanwhile.
@@ -56,12 +123,14 @@ fn replaced(e: &anyhow::Error) -> bool {
 /// instance's plugin state, totals and ingest tier.
 pub(super) async fn take_over(pipeline: &mut Pipeline) -> anyhow::Result<()> {
     let shared = pipeline.shared.take();
-    let (lake, bounds) = match &shared {
-        Some(s) => (s.lake.clone(), s.bounds),
+    let (lake, bounds, instance) = match &shared {
+        Some(s) => (s.lake.clone(), s.bounds, s.instance.clone()),
         None => anyhow::bail!("not a shared lake"),
     };
     let taken = async {
-        let fence = lake.claim_epoch(BATCHES_TABLE, LEADER_APP).await?;
+        let fence = lake
+            .claim_epoch(BATCHES_TABLE, LEADER_APP, &instance, &[GOLD_PART])
+            .await?;
         tracing::info!(
             epoch = fence.epoch,
             "took the refine role: running silver and gold"

@@ -253,6 +253,10 @@ async fn the_dashboard_in_a_browser_shows_what_the_api_answers() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 202);
     wait_until_refined(&dashboard, events + 2).await;
+    // The dashboard answers from a session up to 2 s old (`web::SESSION_TTL`):
+    // one opened while the health checks above still saw gold refining
+    // would answer the API calls below with older rows than the page gets.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
 
     // The API answers what `sluice analysis` prints.
     let top = get_json(&format!("{dashboard}/api/top_features")).await;

@@ -170,9 +170,42 @@ pub async fn shared_with_a_kill_9(broker: &str) {
     terminate(restarted);
     terminate(survivor);
     assert_exactly_once(&lake, &lines).await;
+    let epochs = leader_epochs(&lake);
     assert!(
-        leader_epochs(&lake) >= 2,
+        epochs >= 2,
         "the refine role was taken again after the kill"
+    );
+
+    // `sluice status` lists the three instances that wrote bronze, with
+    // the partitions they committed, and the refine role's last holder.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["status", "--lake"])
+        .arg(&lake)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}");
+    let instances: Vec<&str> = report
+        .lines()
+        .skip_while(|l| !l.starts_with("instances"))
+        .skip(2)
+        .take_while(|l| !l.starts_with("refine role"))
+        .collect();
+    assert_eq!(instances.len(), 3, "a, b and the restarted one:\n{report}");
+    let partitions = format!("kafka:{topic}/");
+    assert!(
+        instances.iter().all(|l| l.contains(&partitions)),
+        "each names the partitions it committed:\n{report}"
+    );
+    let role = report
+        .lines()
+        .find(|l| l.starts_with("refine role: epoch"))
+        .unwrap_or_else(|| panic!("no refine role in:\n{report}"));
+    assert!(role.contains(&format!("epoch {epochs},")), "{role}");
+    let holder = role.rsplit(' ').next().unwrap();
+    assert!(
+        instances.iter().any(|l| l.starts_with(holder)),
+        "the holder is one of the instances: {role}"
     );
 }
 
