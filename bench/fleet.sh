@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# 1, 2 and 3 `sluice run` instances sharing one 6-partition topic on one lake
-# drain the same backlog: events/s from start until gold has every event,
-# and how many bronze commits lost a race (a Delta conflict, then a retry).
+# 1, 2 and 3 `sluice run` instances sharing one 6-partition topic (one
+# consumer group) on one lake drain the same backlog: events/s from start
+# until gold has every event, how many bronze commits lost a race (a Delta
+# conflict, then a retry), and how often the refine role moved.
 # On one 2-core machine this shows overhead and contention, not speed-up.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd); ROOT=$(dirname "$HERE")
@@ -34,13 +35,15 @@ for n in 1 2 3; do
   end=$(date +%s.%N)
   kill -TERM "${pids[@]}"; wait "${pids[@]}" || true
   conflicts=$(cat "$W/$n"/instance-*.err | grep -c "claimed the same app ids" || true)
+  takeovers=$(cat "$W/$n"/instance-*.err | grep -c "took the refine role" || true)
   commits=$(ls "$W/$n/lake/bronze_events/_delta_log/" | grep -c '\.json$')
-  python3 - "$n" "$EVENTS" "$start" "$end" "$conflicts" "$commits" <<'EOF'
+  python3 - "$n" "$EVENTS" "$start" "$end" "$conflicts" "$commits" "$takeovers" <<'EOF'
 import sys
-n, events, start, end, conflicts, commits = sys.argv[1:]
+n, events, start, end, conflicts, commits, takeovers = sys.argv[1:]
 secs = float(end) - float(start)
 print(f"{n} instance(s): {events} events into gold in {secs:.1f} s "
       f"({int(events) / secs:,.0f} events/s); {commits} bronze commits, "
-      f"{conflicts} lost a race ({int(conflicts) / secs * 60:,.0f}/min)")
+      f"{conflicts} lost a race ({int(conflicts) / secs * 60:,.0f}/min); "
+      f"refine role taken {takeovers} time(s)")
 EOF
 done

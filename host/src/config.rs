@@ -654,9 +654,14 @@ impl Config {
         })
     }
 
-    /// Where deployed plugins and their history are kept.
+    /// Where deployed plugins and their history are kept: beside a local
+    /// lake, or `sluice-plugins` for a lake given by URL (never a local
+    /// directory named after the URL).
     pub fn registry_dir(&self) -> PathBuf {
         self.registry_dir.clone().unwrap_or_else(|| {
+            if crate::lake::location::is_url(&self.lake) {
+                return PathBuf::from("sluice-plugins");
+            }
             self.lake
                 .parent()
                 .map(|p| p.join("plugins"))
@@ -738,6 +743,7 @@ mod tests {
         .unwrap();
         assert!(!format!("{config:?}").contains("s3cr3t"));
         assert_eq!(config.cache_dir(), PathBuf::from("sluice-cache"));
+        assert_eq!(config.registry_dir(), PathBuf::from("sluice-plugins"));
         let err = load_str("lake = \"s3://bucket/x\"\n").unwrap_err();
         assert!(err.to_string().contains("`lake`"), "{err}");
     }

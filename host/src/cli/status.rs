@@ -76,7 +76,7 @@ const RECENT_COMMITS: u64 = 500;
 /// The instances that committed to bronze lately (several on a shared
 /// lake) and who holds the refine role, from the lake's logs.
 async fn print_fleet(lake: &sluice::lake::Lake) -> anyhow::Result<()> {
-    let fleet = sluice::pipeline::shared::fleet(lake, RECENT_COMMITS).await?;
+    let fleet = sluice::pipeline::fleet::fleet(lake, RECENT_COMMITS).await?;
     if fleet.writers.is_empty() {
         return Ok(());
     }

@@ -19,6 +19,7 @@
 //! and the rest is refined. Host state (dedup ids, watermarks, SCD2
 //! histories) is rebuilt from the tables.
 
+pub mod fleet;
 mod gold_tier;
 pub mod ingest;
 mod job;

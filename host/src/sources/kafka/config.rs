@@ -219,8 +219,9 @@ mod tests {
     #[test]
     fn bad_settings_name_the_field() {
         type Change = fn(&mut KafkaConfig);
-        let cases: [(&str, Change); 5] = [
+        let cases: [(&str, Change); 6] = [
             ("kafka.brokers", |c| c.brokers = "nohost".into()),
+            ("kafka.session_timeout_ms", |c| c.session_timeout_ms = 10),
             ("kafka.topic", |c| c.topic = " ".into()),
             ("kafka.security_protocol", |c| {
                 c.security_protocol = "TLS".into()
