@@ -138,6 +138,7 @@ async fn open_shared(
         lead: lead_rx,
         instance,
         leading: false,
+        epoch: None,
     });
     Ok((pipeline, sharing))
 }

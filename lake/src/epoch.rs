@@ -46,6 +46,19 @@ impl Lake {
         }
     }
 
+    /// The newest epoch of role `app_id` claimed on table `name` (0: none).
+    pub async fn claimed_epoch(&self, name: &str, app_id: &str) -> Result<i64> {
+        let Some(table) = self.open(name).await? else {
+            return Ok(0);
+        };
+        let snapshot = table.snapshot().map_err(delta_err(name))?;
+        Ok(snapshot
+            .transaction_version(table.log_store().as_ref(), app_id)
+            .await
+            .map_err(delta_err(name))?
+            .unwrap_or(0))
+    }
+
     /// Takes the role `app_id` on the existing table `name` for `holder`:
     /// commits the epoch after the highest one the table holds (an empty
     /// commit but for its app transactions: the role's, `<app_id>@<holder>`

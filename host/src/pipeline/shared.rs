@@ -48,6 +48,8 @@ pub struct SharedLake {
     pub instance: String,
     /// Whether this instance runs silver and gold now.
     pub leading: bool,
+    /// The leader epoch this instance claimed last, if any.
+    pub epoch: Option<i64>,
 }
 
 /// Whether `e` says another instance took the refine role meanwhile.
@@ -76,11 +78,14 @@ pub(super) async fn take_over(pipeline: &mut Pipeline) -> anyhow::Result<()> {
             epoch = fence.epoch,
             "took the refine role: running silver and gold"
         );
-        Pipeline::open_tables(&lake.fenced(fence), pipeline.slots.plugins(), bounds).await
+        let epoch = fence.epoch;
+        let fenced = lake.fenced(fence);
+        let fresh = Pipeline::open_tables(&fenced, pipeline.slots.plugins(), bounds).await?;
+        Ok::<_, anyhow::Error>((fresh, epoch))
     }
     .await;
-    let mut fresh = match taken {
-        Ok(fresh) => fresh,
+    let (mut fresh, epoch) = match taken {
+        Ok(taken) => taken,
         Err(e) => {
             pipeline.shared = shared;
             return Err(e);
@@ -91,7 +96,11 @@ pub(super) async fn take_over(pipeline: &mut Pipeline) -> anyhow::Result<()> {
     fresh.ingest = pipeline.ingest.take();
     fresh.totals = std::mem::take(&mut pipeline.totals);
     fresh.positions = std::mem::take(&mut pipeline.positions);
-    fresh.shared = shared.map(|s| SharedLake { leading: true, ..s });
+    fresh.shared = shared.map(|s| SharedLake {
+        leading: true,
+        epoch: Some(epoch),
+        ..s
+    });
     let recovered = super::recovery::recover(&mut fresh).await;
     *pipeline = fresh;
     recovered
@@ -193,19 +202,31 @@ pub(super) async fn run_shared(
         }
         let _ = done_tx.send(true);
     });
-    while wait_for_lead(pipeline, &mut controller, ingest_done.clone()).await? {
-        let refined = match take_over(pipeline).await {
-            Ok(()) => {
-                let signals = (ingest_done.clone(), stop.clone());
-                lead_refining(pipeline, &mut controller, &mut on_batch, trigger, signals).await
+    let mut retake = false;
+    while retake || wait_for_lead(pipeline, &mut controller, ingest_done.clone()).await? {
+        let refined = async {
+            take_over(pipeline).await?;
+            // A replay this instance's registry says a crash cut short is
+            // finished by its next leadership, as by a single instance's
+            // next start.
+            if let Some(c) = controller.as_mut() {
+                c.lifecycle.finish_pending_replay(pipeline).await?;
             }
-            Err(e) => Err(e),
-        };
+            let signals = (ingest_done.clone(), stop.clone());
+            lead_refining(pipeline, &mut controller, &mut on_batch, trigger, signals).await
+        }
+        .await;
         pipeline.stop_leading();
+        retake = false;
         match refined {
             Ok(()) => tracing::info!("silver and gold stopped here"),
             Err(e) if replaced(&e) => {
                 tracing::warn!("another instance took the refine role: {e:#}");
+                // While stopping, the role goes with the closing source,
+                // yet the drain must be refined: if the commit that won was
+                // a stale leader's (this instance's epoch is still the
+                // newest), take the role again rather than leave it unheld.
+                retake = *stop.borrow() && holds_newest_epoch(pipeline).await?;
                 tokio::time::sleep(RETAKE_AFTER).await;
             }
             Err(e) => {
@@ -213,12 +234,21 @@ pub(super) async fn run_shared(
                 return Err(e);
             }
         }
-        if *ingest_done.borrow() {
+        if *ingest_done.borrow() && !retake {
             break;
         }
     }
     pipeline.put_ingest(ingest_task.await??);
     Ok(())
+}
+
+/// Whether the newest leader epoch claimed on the lake is this instance's.
+async fn holds_newest_epoch(pipeline: &Pipeline) -> anyhow::Result<bool> {
+    let Some(shared) = &pipeline.shared else {
+        return Ok(false);
+    };
+    let newest = shared.lake.claimed_epoch(BATCHES_TABLE, LEADER_APP).await?;
+    Ok(shared.epoch == Some(newest))
 }
 
 /// Waits until this instance holds the refine role (true) or its ingest
