@@ -72,14 +72,30 @@ fn owned(line: &str) -> usize {
 
 /// Waits until `watch`'s instance owns `want` partitions.
 fn owns(watch: &Watch, want: usize, who: &str, limit: Duration) {
+    owns_where(
+        watch,
+        |n| n == want,
+        &format!("{who} does not own {want} partitions"),
+        limit,
+    );
+}
+
+/// Waits until `watch`'s instance owns some partitions: where the broker's
+/// incremental rebalances may pass through uneven shares (three members on
+/// six partitions), what matters is that the instance was given work.
+fn owns_some(watch: &Watch, who: &str, limit: Duration) {
+    owns_where(watch, |n| n > 0, &format!("{who} owns no partition"), limit);
+}
+
+fn owns_where(watch: &Watch, wanted: impl Fn(usize) -> bool, failure: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = watch
             .assignments
             .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("{who} does not own {want} partitions after {limit:?}"));
-        if owned(&line) == want {
+            .unwrap_or_else(|_| panic!("{failure} after {limit:?}"));
+        if wanted(owned(&line)) {
             return;
         }
     }
@@ -303,8 +319,8 @@ async fn a_fleet_of_three_on_an_azure_lake_loses_and_doubles_nothing() {
     produce(42);
     let (mut b, b_watch) = start("b");
     let (c, c_watch) = start("c");
-    owns(&b_watch, 2, "b", limit);
-    owns(&c_watch, 2, "c", limit);
+    owns_some(&b_watch, "b", limit);
+    owns_some(&c_watch, "c", limit);
     produce(43);
     std::thread::sleep(Duration::from_secs(2));
     while a_watch.assignments.try_recv().is_ok() {}
@@ -316,7 +332,7 @@ async fn a_fleet_of_three_on_an_azure_lake_loses_and_doubles_nothing() {
         .recv_timeout(Duration::from_secs(60))
         .expect("the group notices the killed instance");
     let (b2, b2_watch) = start("b2");
-    owns(&b2_watch, 2, "b restarted", limit);
+    owns_some(&b2_watch, "b restarted", limit);
     produce(45);
     terminate(c); // gracefully, mid-stream: its partitions go to the others
     produce(46);
