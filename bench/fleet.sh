@@ -11,6 +11,18 @@ B=${SLUICE_TEST_KAFKA:?name a Kafka-protocol broker (host:port), as .ci/run star
 EVENTS=${FLEET_EVENTS:-300000}
 W=/tmp/fb
 mkdir -p $W
+SIM_ARGS=(--events "$EVENTS" --accounts 2000 --days 7 --seed 9)
+
+# The anchor, in the same run: DuckDB doing the same medallion work on the
+# same events, read from a file (it has no broker side).
+rm -rf "$W/anchor"; mkdir -p "$W/anchor/in"
+"$S" simulate --to "$W/anchor/in/events.ndjson" "${SIM_ARGS[@]}" 2>/dev/null
+start=$(date +%s.%N)
+${ANCHOR_PYTHON:-/tmp/anchor-venv/bin/python} ${ANCHOR:-$ROOT/../shared/anchors/duckdb_medallion.py} \
+  --input "$W/anchor/in" --work "$W/anchor/duck" --threads 2 > "$W/anchor/out" 2> "$W/anchor/err"
+end=$(date +%s.%N)
+python3 -c "import sys; s=float(sys.argv[3])-float(sys.argv[2]); print(f'DuckDB anchor: {sys.argv[1]} events from a file in {s:.1f} s ({int(sys.argv[1])/s:,.0f} events/s)')" \
+  "$EVENTS" "$start" "$end"
 
 refined() {
   "$S" --lake "$1" query --format csv "SELECT COALESCE(SUM(events), 0) AS n FROM pipeline_batches" 2>/dev/null \
@@ -20,8 +32,7 @@ refined() {
 for n in 1 2 3; do
   topic=fleet-$n-$(date +%s)
   rm -rf "$W/$n"; mkdir -p "$W/$n"
-  "$S" simulate --to "kafka://$B/$topic" --partitions 6 --events "$EVENTS" \
-    --accounts 2000 --days 7 --seed 9 2>/dev/null
+  "$S" simulate --to "kafka://$B/$topic" --partitions 6 "${SIM_ARGS[@]}" 2>/dev/null
   start=$(date +%s.%N)
   pids=()
   for i in $(seq 1 $n); do
