@@ -10,10 +10,9 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::table::state::DeltaTableState;
 use deltalake::{DeltaTable, DeltaTableError};
 
-use deltalake::logstore::LogStore as _;
-
-use crate::fenced::{app_transactions, is_conflict};
-use crate::{Lake, LakeError, LakeTable, Result, delta_err, quiet_commit};
+use crate::fenced::is_conflict;
+use crate::history::commits_in;
+use crate::{Lake, LakeError, LakeTable, Result, app_version, delta_err, quiet_commit};
 
 /// The role an open handle writes for: every commit carries `app_id` at
 /// `epoch`, and a table that holds a higher epoch refuses the handle.
@@ -51,12 +50,7 @@ impl Lake {
         let Some(table) = self.open(name).await? else {
             return Ok(0);
         };
-        let snapshot = table.snapshot().map_err(delta_err(name))?;
-        Ok(snapshot
-            .transaction_version(table.log_store().as_ref(), app_id)
-            .await
-            .map_err(delta_err(name))?
-            .unwrap_or(0))
+        Ok(app_version(&table, name, app_id).await?.unwrap_or(0))
     }
 
     /// Takes the role `app_id` on the existing table `name` for `holder`:
@@ -75,12 +69,7 @@ impl Lake {
     ) -> Result<Fence> {
         let mut table = self.load(name).await?;
         loop {
-            let snapshot = table.snapshot().map_err(delta_err(name))?;
-            let held = snapshot
-                .transaction_version(table.log_store().as_ref(), app_id)
-                .await
-                .map_err(delta_err(name))?
-                .unwrap_or(0);
+            let held = app_version(&table, name, app_id).await?.unwrap_or(0);
             let fence = Fence {
                 app_id: app_id.to_string(),
                 epoch: held + 1,
@@ -176,23 +165,15 @@ impl LakeTable {
         let Some(seen) = seen else {
             return self.check_fence().await;
         };
-        let log = self.table.log_store();
-        for version in seen + 1..=now {
-            let entry = log
-                .read_commit_entry(version)
-                .await
-                .map_err(delta_err(&self.name))?;
-            let other = entry
-                .iter()
-                .flat_map(|bytes| app_transactions(bytes))
-                .filter(|(id, epoch)| *id == fence.app_id && *epoch != fence.epoch)
-                .map(|(_, epoch)| epoch)
-                .next();
-            if let Some(other) = other {
-                return Err(fence.refused(&self.name, other));
-            }
+        let since = commits_in(&self.table, &self.name, seen + 1..=now).await?;
+        let other = since
+            .into_iter()
+            .flat_map(|c| c.txns)
+            .find(|(id, epoch)| *id == fence.app_id && *epoch != fence.epoch);
+        match other {
+            Some((_, other)) => Err(fence.refused(&self.name, other)),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 

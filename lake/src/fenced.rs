@@ -11,9 +11,9 @@ use deltalake::DeltaTableError;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::TransactionError;
-use deltalake::logstore::LogStore as _;
 use deltalake::protocol::SaveMode;
 
+use crate::history::commits_in;
 use crate::{LakeTable, Result, delta_err, quiet_commit, retry};
 
 /// The app transaction version per app id that a writer knows the table
@@ -106,14 +106,8 @@ impl LakeTable {
         let Some(now) = self.table.version() else {
             return Ok(());
         };
-        let log = self.table.log_store();
-        for version in first_unseen..=now {
-            let entry = retry::transient(&self.name, "read a commit", || {
-                log.read_commit_entry(version)
-            })
-            .await
-            .map_err(delta_err(&self.name))?;
-            for (id, claimed) in entry.iter().flat_map(|bytes| app_transactions(bytes)) {
+        for commit in commits_in(&self.table, &self.name, first_unseen..=now).await? {
+            for (id, claimed) in commit.txns {
                 raise_mark(marks, &id, claimed);
             }
         }

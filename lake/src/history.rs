@@ -2,6 +2,9 @@
 //! the app transactions it carried, which say who wrote it (a writer's own
 //! app id) and for what (a batch, a partition's position, an epoch).
 
+use std::ops::RangeInclusive;
+
+use deltalake::DeltaTable;
 use deltalake::logstore::LogStore as _;
 
 use crate::fenced::app_transactions;
@@ -27,22 +30,37 @@ impl Lake {
         let Some(now) = table.version() else {
             return Ok(Vec::new());
         };
-        let log = table.log_store();
-        let mut out = Vec::new();
-        for version in now.saturating_sub(max.saturating_sub(1))..=now {
-            let entry = retry::transient(name, "read a commit", || log.read_commit_entry(version))
-                .await
-                .map_err(delta_err(name))?;
-            // Versions before the last checkpoint may be cleaned up: skipped.
-            let Some(bytes) = entry else { continue };
-            out.push(CommitSummary {
-                version,
-                timestamp_ms: commit_timestamp(&bytes),
-                txns: app_transactions(&bytes),
-            });
-        }
-        Ok(out)
+        commits_in(
+            &table,
+            name,
+            now.saturating_sub(max.saturating_sub(1))..=now,
+        )
+        .await
     }
+}
+
+/// The commits of `table` (named `name`) in `versions`, oldest first: one
+/// read of each commit file, no log replay, storage outages waited out. A
+/// version cleaned up from the log is skipped.
+pub(crate) async fn commits_in(
+    table: &DeltaTable,
+    name: &str,
+    versions: RangeInclusive<u64>,
+) -> Result<Vec<CommitSummary>> {
+    let log = table.log_store();
+    let mut out = Vec::new();
+    for version in versions {
+        let entry = retry::transient(name, "read a commit", || log.read_commit_entry(version))
+            .await
+            .map_err(delta_err(name))?;
+        let Some(bytes) = entry else { continue };
+        out.push(CommitSummary {
+            version,
+            timestamp_ms: commit_timestamp(&bytes),
+            txns: app_transactions(&bytes),
+        });
+    }
+    Ok(out)
 }
 
 /// The `commitInfo.timestamp` of one commit file, if it has one.

@@ -322,6 +322,15 @@ pub async fn register(ctx: &SessionContext, name: &str, table: &DeltaTable) -> R
     Ok(())
 }
 
+/// The version of app transaction `app_id` in `table`'s loaded snapshot.
+async fn app_version(table: &DeltaTable, name: &str, app_id: &str) -> Result<Option<i64>> {
+    let snapshot = table.snapshot().map_err(delta_err(name))?;
+    snapshot
+        .transaction_version(table.log_store().as_ref(), app_id)
+        .await
+        .map_err(delta_err(name))
+}
+
 /// Commit properties for every pipeline commit: Delta's checkpoint every
 /// `checkpointInterval` commits stays on, but expired-log cleanup does not
 /// run after each commit. That cleanup lists (and stats) the whole
@@ -382,11 +391,7 @@ impl LakeTable {
 
     /// Highest batch id committed to this table by `stage`, if any.
     pub async fn committed(&self, stage: &str) -> Result<Option<i64>> {
-        let snapshot = self.table.snapshot().map_err(delta_err(&self.name))?;
-        snapshot
-            .transaction_version(self.table.log_store().as_ref(), stage)
-            .await
-            .map_err(delta_err(&self.name))
+        app_version(&self.table, &self.name, stage).await
     }
 
     /// True if `stage` already committed `batch` (or a later one) here.
