@@ -203,7 +203,15 @@ pub(super) async fn run_shared(
         let _ = done_tx.send(true);
     });
     let mut retake = false;
-    while retake || wait_for_lead(pipeline, &mut controller, ingest_done.clone()).await? {
+    loop {
+        let lead = retake || wait_for_lead(pipeline, &mut controller, ingest_done.clone()).await?;
+        // Done without the role: yet if this instance's epoch is still the
+        // newest (the commit it lost was a stale leader's, and the role
+        // went with its closing source), nobody else will refine the
+        // drain, so it takes the role once more for that.
+        if !lead && !holds_newest_epoch(pipeline).await? {
+            break;
+        }
         let refined = async {
             take_over(pipeline).await?;
             // A replay this instance's registry says a crash cut short is
@@ -222,10 +230,8 @@ pub(super) async fn run_shared(
             Ok(()) => tracing::info!("silver and gold stopped here"),
             Err(e) if replaced(&e) => {
                 tracing::warn!("another instance took the refine role: {e:#}");
-                // While stopping, the role goes with the closing source,
-                // yet the drain must be refined: if the commit that won was
-                // a stale leader's (this instance's epoch is still the
-                // newest), take the role again rather than leave it unheld.
+                // While stopping, the role goes with the closing source: if
+                // the commit that won was a stale leader's, take it again.
                 retake = *stop.borrow() && holds_newest_epoch(pipeline).await?;
                 tokio::time::sleep(RETAKE_AFTER).await;
             }
