@@ -58,11 +58,11 @@ fn main() {
     rt.block_on(async {
         let runtime = Arc::new(Runtime::new(Some(config.cache_dir())).unwrap());
         let validator = Validator::new(runtime, &config);
-        let mut lifecycle = Lifecycle::open(validator.clone(), &config).unwrap();
-        let mut pipeline =
-            sluice::service::open_pipeline_with(&config, lifecycle.load_plugins().unwrap())
-                .await
-                .unwrap();
+        let mut lifecycle = Lifecycle::open(validator.clone(), &config).await.unwrap();
+        let plugins = lifecycle.load_plugins().await.unwrap();
+        let mut pipeline = sluice::service::open_pipeline_with(&config, plugins)
+            .await
+            .unwrap();
         let next = std::fs::read(env!("SLUICE_PLUGIN_SILVER_NEXT")).unwrap();
         let (mut pauses, mut batches) = (Vec::new(), Vec::new());
         for (i, chunk) in lines.chunks(batch).enumerate() {

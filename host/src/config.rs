@@ -33,8 +33,9 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The Prometheus `/metrics` endpoint.
     pub metrics: MetricsConfig,
-    /// Where deployed plugins and their history are kept (defaults beside
-    /// the lake, like the cache).
+    /// Where deployed plugins and their history are kept: a directory or a
+    /// URL of the kinds a lake may have (defaults beside a local lake, in
+    /// a lake given by URL).
     pub registry_dir: Option<PathBuf>,
     /// NDJSON files or directories to replay, in order.
     pub replay: Vec<PathBuf>,
@@ -655,12 +656,13 @@ impl Config {
     }
 
     /// Where deployed plugins and their history are kept: beside a local
-    /// lake, or `sluice-plugins` for a lake given by URL (never a local
-    /// directory named after the URL).
+    /// lake, or in a lake given by URL (`<lake>/_plugins`), so every
+    /// instance sharing that lake shares the registry.
     pub fn registry_dir(&self) -> PathBuf {
         self.registry_dir.clone().unwrap_or_else(|| {
             if crate::lake::location::is_url(&self.lake) {
-                return PathBuf::from("sluice-plugins");
+                let lake = self.lake.to_string_lossy();
+                return PathBuf::from(format!("{}/_plugins", lake.trim_end_matches('/')));
             }
             self.lake
                 .parent()
@@ -743,7 +745,10 @@ mod tests {
         .unwrap();
         assert!(!format!("{config:?}").contains("s3cr3t"));
         assert_eq!(config.cache_dir(), PathBuf::from("sluice-cache"));
-        assert_eq!(config.registry_dir(), PathBuf::from("sluice-plugins"));
+        assert_eq!(
+            config.registry_dir(),
+            PathBuf::from("abfss://lake@acct.dfs.core.windows.net/sluice/_plugins")
+        );
         let err = load_str("lake = \"s3://bucket/x\"\n").unwrap_err();
         assert!(err.to_string().contains("`lake`"), "{err}");
     }

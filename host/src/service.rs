@@ -43,26 +43,27 @@ pub async fn open_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
 pub async fn open_with_lifecycle(
     config: &Config,
 ) -> anyhow::Result<(Pipeline, Lifecycle, Validator)> {
-    let (mut lifecycle, validator) = open_lifecycle(config)?;
+    let (mut lifecycle, validator) = open_lifecycle(config).await?;
     let pipeline = open_managed(config, &mut lifecycle).await?;
     Ok((pipeline, lifecycle, validator))
 }
 
 /// Each layer's active plugin (the registry's latest deploy, else the
 /// configured one), without opening the pipeline.
-pub fn active_plugins(config: &Config) -> anyhow::Result<Plugins> {
-    open_lifecycle(config)?.0.load_plugins()
+pub async fn active_plugins(config: &Config) -> anyhow::Result<Plugins> {
+    open_lifecycle(config).await?.0.load_plugins().await
 }
 
-fn open_lifecycle(config: &Config) -> anyhow::Result<(Lifecycle, Validator)> {
+async fn open_lifecycle(config: &Config) -> anyhow::Result<(Lifecycle, Validator)> {
     let runtime = Arc::new(Runtime::new(Some(config.cache_dir()))?);
     let validator = Validator::new(runtime, config);
-    Ok((Lifecycle::open(validator.clone(), config)?, validator))
+    let lifecycle = Lifecycle::open(validator.clone(), config).await?;
+    Ok((lifecycle, validator))
 }
 
 /// The pipeline with `lifecycle`'s active plugins, a pending replay finished.
 async fn open_managed(config: &Config, lifecycle: &mut Lifecycle) -> anyhow::Result<Pipeline> {
-    let mut pipeline = open_pipeline_with(config, lifecycle.load_plugins()?).await?;
+    let mut pipeline = open_pipeline_with(config, lifecycle.load_plugins().await?).await?;
     pipeline.record_rollbacks_with(lifecycle.rollback_recorder());
     lifecycle.finish_pending_replay(&mut pipeline).await?;
     Ok(pipeline)
@@ -105,6 +106,14 @@ struct SourcesSharing {
     eventhubs: Option<Arc<Sharing>>,
 }
 
+/// An instance's membership in the fleet's plugin registry, for
+/// `lifecycle::follow_fleet`.
+struct Joined {
+    registry: Arc<crate::lifecycle::registry::Registry>,
+    running: watch::Receiver<Vec<crate::lifecycle::registry::RunningLayer>>,
+    instance: String,
+}
+
 /// Opens the pipeline on a lake other instances share: ingesting at once,
 /// refining while the source that carries the refine role says this
 /// instance holds it (Kafka with `share_partitions`, else Event Hubs with a
@@ -112,11 +121,11 @@ struct SourcesSharing {
 async fn open_shared(
     config: &Config,
     lifecycle: &mut Lifecycle,
-) -> anyhow::Result<(Pipeline, SourcesSharing)> {
+) -> anyhow::Result<(Pipeline, SourcesSharing, Option<Joined>)> {
     let lake = open_lake(config).await?;
     let mut pipeline =
-        Pipeline::open_to_ingest(&lake, lifecycle.load_plugins()?, time_bounds(config)).await?;
-    pipeline.record_rollbacks_with(lifecycle.rollback_recorder());
+        Pipeline::open_to_ingest(&lake, lifecycle.load_plugins().await?, time_bounds(config))
+            .await?;
     let (lead, lead_rx) = watch::channel(false);
     // The source that does not carry the role gets a sender nobody hears.
     let (unheard, _) = watch::channel(false);
@@ -132,6 +141,13 @@ async fn open_shared(
     }
     let instance = pipeline.instance_id().context("the ingest tier is out")?;
     tracing::info!(lake = %lake.root(), instance, "sharing the lake with other instances");
+    let (registry, running) = lifecycle.join_fleet(instance.clone(), &pipeline);
+    pipeline.record_rollbacks_with(lifecycle.rollback_recorder());
+    let joined = Joined {
+        registry,
+        running,
+        instance: instance.clone(),
+    };
     pipeline.share(SharedLake {
         lake,
         bounds: time_bounds(config),
@@ -140,7 +156,7 @@ async fn open_shared(
         leading: false,
         epoch: None,
     });
-    Ok((pipeline, sharing))
+    Ok((pipeline, sharing, Some(joined)))
 }
 
 async fn source_sharing(
@@ -178,19 +194,29 @@ pub async fn run(
     on_batch: impl FnMut(&BatchReport),
 ) -> anyhow::Result<Totals> {
     let (metrics, metrics_handle) = start_metrics(config, stop.clone()).await?;
-    let (mut lifecycle, validator) = open_lifecycle(config)?;
+    let (mut lifecycle, validator) = open_lifecycle(config).await?;
     let shared = config.kafka.enabled() && config.kafka.share_partitions
         || config.eventhubs.enabled() && !config.eventhubs.checkpoint_url.is_empty();
-    let (mut pipeline, sharing) = if shared {
+    let (mut pipeline, sharing, joined) = if shared {
         open_shared(config, &mut lifecycle).await?
     } else {
         let pipeline = open_managed(config, &mut lifecycle).await?;
-        (pipeline, SourcesSharing::default())
+        (pipeline, SourcesSharing::default(), None)
     };
     let loader = start_warehouse(config, &pipeline).await?;
     let maintenance = start_maintenance(config, shared).await?;
     let (control_tx, control_rx) = mpsc::channel::<Control>(CHANNEL_ENVELOPES);
     let admin = start_admin(config, &control_tx, &validator, stop.clone()).await?;
+    if let Some(j) = joined {
+        let follow = crate::lifecycle::follow_fleet(
+            j.registry,
+            j.instance,
+            j.running,
+            control_tx.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(follow);
+    }
     if let Some(dir) = &config.plugins.watch_dir {
         tokio::spawn(admin::watch::watch(
             dir.clone(),
@@ -432,7 +458,7 @@ async fn start_dashboard(
     let task = tokio::spawn(crate::web::serve(
         listener,
         lake,
-        config.registry_dir(),
+        (config.registry_dir(), config.lake_options.clone()),
         live,
         shutdown,
     ));

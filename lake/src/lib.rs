@@ -13,6 +13,7 @@ mod history;
 pub mod location;
 pub mod maintain;
 mod merge;
+mod objects;
 mod retry;
 
 use std::collections::HashMap;
@@ -274,11 +275,7 @@ impl Lake {
             return Ok(names);
         }
         // Each table is a "directory" under the root with a `_delta_log`.
-        let store = deltalake::DeltaTableBuilder::from_url(self.root.clone())
-            .and_then(|b| b.with_storage_options(self.options.clone()).build())
-            .map_err(delta_err("(lake)"))?
-            .log_store()
-            .object_store(None);
+        let store = self.objects("")?;
         let listing = retry::transient("(lake)", "list", || store.list_with_delimiter(None))
             .await
             .map_err(|e| other_err("(lake)", e))?;

@@ -56,7 +56,7 @@ pub async fn run(
     sluice::web::serve(
         listener,
         lake,
-        config.registry_dir(),
+        (config.registry_dir(), config.lake_options.clone()),
         sluice::web::Live::default(),
         shutdown,
     )

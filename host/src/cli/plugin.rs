@@ -216,14 +216,19 @@ async fn remote(command: &PluginCommand) -> anyhow::Result<ExitCode> {
                 );
             }
             println!("next batch: {}", status.next_batch);
+            print_instances(&status.instances);
         }
         PluginCommand::History { admin } => {
             let status: Status = AdminClient::from_env(&admin.url)?
                 .get("/v1/plugins")
                 .await?;
             for e in &status.history {
+                let by = match e.instance.as_str() {
+                    "" => String::new(),
+                    instance => format!(" by {instance}"),
+                };
                 println!(
-                    "{} {:<6} {:<13} {}@{} from batch {} (pause {} µs) {}",
+                    "{} {:<6} {:<13} {}@{} from batch {} (pause {} µs){by} {}",
                     e.at,
                     e.layer,
                     e.action.name(),
@@ -238,6 +243,27 @@ async fn remote(command: &PluginCommand) -> anyhow::Result<ExitCode> {
         _ => unreachable!("local commands are handled by `local`"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What each instance of a fleet says it runs (nothing alone on a lake).
+fn print_instances(instances: &[sluice::lifecycle::registry::Running]) {
+    if instances.is_empty() {
+        return;
+    }
+    println!("instances sharing the registry ({}):", instances.len());
+    for i in instances {
+        println!("  {} (seen {})", i.instance, i.seen);
+        for l in &i.layers {
+            let shadow = l.shadow.as_ref().map(|s| format!("; shadow {s}"));
+            println!(
+                "    {:<7}{} sha256 {}{}",
+                l.layer,
+                l.plugin,
+                &l.hash[..12.min(l.hash.len())],
+                shadow.unwrap_or_default()
+            );
+        }
+    }
 }
 
 /// Posts a change to the admin API and prints what it did.

@@ -14,7 +14,7 @@ pub enum WarehouseCommand {
     Load,
 }
 
-fn loader(config: &Config) -> anyhow::Result<Loader> {
+async fn loader(config: &Config) -> anyhow::Result<Loader> {
     // Refuse a missing kind or connection before compiling any plugin.
     config
         .warehouse
@@ -22,13 +22,13 @@ fn loader(config: &Config) -> anyhow::Result<Loader> {
         .context("no warehouse configured: set [warehouse] kind = \"postgres\" or \"synapse\"")?;
     config.warehouse.connection()?;
     // The gold tables of the active gold plugin, deployed ones included.
-    let plugins = sluice::service::active_plugins(config)?;
+    let plugins = sluice::service::active_plugins(config).await?;
     sluice::service::warehouse_loader(config, plugins.gold.meta())?
         .context("no warehouse configured: set [warehouse] kind = \"postgres\" or \"synapse\"")
 }
 
 pub async fn run(config: Config, command: &WarehouseCommand) -> anyhow::Result<ExitCode> {
-    let mut loader = loader(&config)?;
+    let mut loader = loader(&config).await?;
     match command {
         WarehouseCommand::Init => {
             loader.init().await?;

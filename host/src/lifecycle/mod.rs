@@ -3,15 +3,18 @@
 //! makes all of it survive a restart.
 //!
 //! Invariant: the pipeline task is the only one that changes the active
-//! plugins or writes the registry. The admin API and the watched directory
-//! validate candidates on their own threads, then send a [`Control`] that
-//! the runner applies between two batches.
+//! plugins or writes the registry's history. The admin API and the watched
+//! directory validate candidates on their own threads, then send a
+//! [`Control`] that the runner applies between two batches. On a shared
+//! lake the registry is the fleet's (`fleet.rs`): a change one instance
+//! records reaches the others at their next step boundary.
 
+mod fleet;
 pub mod registry;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -23,7 +26,9 @@ use crate::pipeline::shadow::ShadowReport;
 use crate::pipeline::{AutoRollback, Pipeline, Plugins, ReplayReport, RollbackRecorder};
 use crate::plugin_test;
 use crate::runtime::{Layer, Limits, LoadedPlugin, Runtime, embedded};
-use registry::{Action, Entry, PendingReplay, Registry, now_rfc3339};
+use fleet::Fleet;
+pub use fleet::follow_fleet;
+use registry::{Action, Entry, PendingReplay, Registry, Running, now_rfc3339};
 
 /// Where an answer to a [`Control`] goes.
 pub type Reply<T> = oneshot::Sender<Result<T, String>>;
@@ -62,6 +67,9 @@ pub enum Control {
         hash: String,
         reason: String,
     },
+    /// Other instances recorded changes (`follow_fleet` read them): apply
+    /// them here too.
+    Follow,
 }
 
 /// Where a replay starts.
@@ -117,6 +125,9 @@ pub struct Status {
     #[serde(default)]
     pub next_bronze_batch: i64,
     pub history: Vec<Entry>,
+    /// On a shared lake: what each instance says it runs.
+    #[serde(default)]
+    pub instances: Vec<Running>,
 }
 
 /// Loads and checks candidate components; cheap to clone, used off the
@@ -178,17 +189,20 @@ impl Validator {
 /// The pipeline task's side: applies [`Control`]s and keeps the registry.
 pub struct Lifecycle {
     validator: Validator,
-    /// Shared with the pipeline's rollback recorder (see `rollback_recorder`).
-    registry: Arc<Mutex<Registry>>,
+    /// Shared with the pipeline's rollback recorder (see `rollback_recorder`)
+    /// and, on a shared lake, with `follow_fleet`.
+    registry: Arc<Registry>,
     probation_batches: u32,
     /// Per layer, the configured `.wasm` (`None`: the embedded default):
     /// what is active when the registry holds no deploy for the layer.
     base: BTreeMap<Layer, Option<PathBuf>>,
+    /// Set when the lake is shared: who this instance is to the others.
+    fleet: Option<Fleet>,
 }
 
 impl Lifecycle {
-    pub fn open(validator: Validator, config: &Config) -> anyhow::Result<Lifecycle> {
-        let registry = Registry::open(&config.registry_dir())?;
+    pub async fn open(validator: Validator, config: &Config) -> anyhow::Result<Lifecycle> {
+        let registry = Registry::open(&config.registry_dir(), &config.lake_options).await?;
         let base = BTreeMap::from([
             (Layer::Bronze, config.plugins.bronze.clone()),
             (Layer::Silver, config.plugins.silver.clone()),
@@ -196,37 +210,39 @@ impl Lifecycle {
         ]);
         Ok(Lifecycle {
             validator,
-            registry: Arc::new(Mutex::new(registry)),
+            registry,
             probation_batches: config.plugins.probation_batches,
             base,
+            fleet: None,
         })
     }
 
     /// Each layer's active plugin: the last one deployed, else the
     /// configured one, else the embedded default.
-    pub fn load_plugins(&self) -> anyhow::Result<Plugins> {
-        let load = |layer: Layer| -> anyhow::Result<LoadedPlugin> {
-            // The guard must be gone before `load_deployed` locks again.
-            let top = self.registry().stack(layer).pop();
-            let plugin = match top {
-                Some(hash) => self.load_deployed(&hash)?,
-                None => self.load_base(layer)?,
-            };
-            crate::pipeline::plugins::check_layer(&plugin, layer, None)?;
-            Ok(plugin)
-        };
+    pub async fn load_plugins(&self) -> anyhow::Result<Plugins> {
         Ok(Plugins {
-            bronze: load(Layer::Bronze)?,
-            silver: load(Layer::Silver)?,
-            gold: load(Layer::Gold)?,
+            bronze: self.load_active(Layer::Bronze).await?,
+            silver: self.load_active(Layer::Silver).await?,
+            gold: self.load_active(Layer::Gold).await?,
         })
     }
 
-    fn load_deployed(&self, hash: &str) -> anyhow::Result<LoadedPlugin> {
-        let path = self.registry().wasm_path(hash);
+    /// `layer`'s plugin as the registry's history has it now.
+    async fn load_active(&self, layer: Layer) -> anyhow::Result<LoadedPlugin> {
+        let plugin = match self.registry.stack(layer).pop() {
+            Some(hash) => self.load_deployed(&hash).await?,
+            None => self.load_base(layer)?,
+        };
+        crate::pipeline::plugins::check_layer(&plugin, layer, None)?;
+        Ok(plugin)
+    }
+
+    async fn load_deployed(&self, hash: &str) -> anyhow::Result<LoadedPlugin> {
+        let wasm = self.registry.component(hash).await?;
         self.validator
             .runtime
-            .load_file(&path, self.validator.limits)
+            .load(&wasm, self.validator.limits)
+            .with_context(|| format!("loading the deployed component {hash}"))
     }
 
     fn load_base(&self, layer: Layer) -> anyhow::Result<LoadedPlugin> {
@@ -249,22 +265,22 @@ impl Lifecycle {
                 reply,
             } => {
                 let result = if shadow {
-                    self.start_shadow(pipeline, layer, candidate.clone())
+                    self.start_shadow(pipeline, layer, candidate.clone()).await
                 } else {
                     self.activate(pipeline, layer, candidate.clone(), Action::Deploy)
                         .await
                 };
                 if let Err(e) = &result {
-                    self.record_refusal(pipeline, layer, Some(&candidate), &format!("{e:#}"));
+                    let reason = format!("{e:#}");
+                    self.record_refusal(pipeline, layer, Some(&candidate), &reason)
+                        .await;
                 }
                 let _ = reply.send(result.map_err(|e| format!("{e:#}")));
             }
             Control::Promote { layer, reply } => {
                 let result = match pipeline.stop_shadow(layer) {
                     Some((plugin, _)) => {
-                        let wasm = std::fs::read(self.registry().wasm_path(plugin.hash()))
-                            .map(Arc::new)
-                            .map_err(anyhow::Error::from);
+                        let wasm = self.registry.component(plugin.hash()).await.map(Arc::new);
                         match wasm {
                             Ok(wasm) => {
                                 let candidate = Candidate { plugin, wasm };
@@ -283,10 +299,15 @@ impl Lifecycle {
                 let _ = reply.send(result.map_err(|e| format!("{e:#}")));
             }
             Control::StopShadow { layer, reply } => {
-                let _ = reply.send(Ok(pipeline.stop_shadow(layer).map(|(_, r)| r)));
+                let stopped = pipeline.stop_shadow(layer);
+                if let Some((plugin, _)) = &stopped {
+                    let entry = self.entry(pipeline, layer, plugin, Action::ShadowStop);
+                    self.record_entry(entry).await;
+                }
+                let _ = reply.send(Ok(stopped.map(|(_, r)| r)));
             }
             Control::Status { reply } => {
-                let _ = reply.send(Ok(self.status(pipeline)));
+                let _ = reply.send(Ok(self.status(pipeline).await));
             }
             Control::Replay { layer, from, reply } => {
                 let result = self.replay(pipeline, layer, from).await;
@@ -297,27 +318,33 @@ impl Lifecycle {
                 hash,
                 reason,
             } => {
-                self.record_entry(Entry {
+                let entry = Entry {
                     hash,
-                    ..refusal(pipeline, layer, None, &reason)
-                });
+                    ..self.refusal(pipeline, layer, None, &reason)
+                };
+                self.record_entry(entry).await;
             }
+            Control::Follow => self.follow(pipeline).await,
         }
+        self.publish(pipeline);
     }
 
-    fn record_refusal(
+    async fn record_refusal(
         &mut self,
         pipeline: &Pipeline,
         layer: Layer,
         candidate: Option<&Candidate>,
         reason: &str,
     ) {
-        self.record_entry(refusal(pipeline, layer, candidate, reason));
+        let entry = self.refusal(pipeline, layer, candidate, reason);
+        self.record_entry(entry).await;
     }
 
-    fn record_entry(&mut self, entry: Entry) {
-        if let Err(e) = self.registry().record(entry) {
-            tracing::error!("recording a refused deploy: {e:#}");
+    /// Records an entry nothing waits on; a failure is logged.
+    async fn record_entry(&mut self, entry: Entry) {
+        let action = entry.action.name();
+        if let Err(e) = self.registry.record(entry).await {
+            tracing::error!(action, "recording a plugin change: {e:#}");
         }
     }
 
@@ -332,43 +359,34 @@ impl Lifecycle {
     ) -> anyhow::Result<Change> {
         let paused = Instant::now();
         pipeline.check_fits(layer, &candidate.plugin)?;
-        self.registry()
-            .store(candidate.plugin.hash(), &candidate.wasm)?;
+        self.registry
+            .store(candidate.plugin.hash(), &candidate.wasm)
+            .await?;
         pipeline
             .swap(layer, candidate.plugin.clone(), self.probation_batches)
             .await?;
         let pause = paused.elapsed();
-        self.record(
-            pipeline,
-            layer,
-            &candidate.plugin,
-            action,
-            pause,
-            String::new(),
-        )
+        self.record(pipeline, layer, &candidate.plugin, action, pause)
+            .await
     }
 
-    fn start_shadow(
+    async fn start_shadow(
         &mut self,
         pipeline: &mut Pipeline,
         layer: Layer,
         candidate: Candidate,
     ) -> anyhow::Result<Change> {
         pipeline.start_shadow(layer, candidate.plugin.clone())?;
-        self.registry()
-            .store(candidate.plugin.hash(), &candidate.wasm)?;
-        self.record(
-            pipeline,
-            layer,
-            &candidate.plugin,
-            Action::Shadow,
-            std::time::Duration::ZERO,
-            String::new(),
-        )
+        self.registry
+            .store(candidate.plugin.hash(), &candidate.wasm)
+            .await?;
+        let no_pause = std::time::Duration::ZERO;
+        self.record(pipeline, layer, &candidate.plugin, Action::Shadow, no_pause)
+            .await
     }
 
     async fn rollback(&mut self, pipeline: &mut Pipeline, layer: Layer) -> anyhow::Result<Change> {
-        let stack = self.registry().stack(layer);
+        let stack = self.registry.stack(layer);
         anyhow::ensure!(
             !stack.is_empty(),
             "nothing to roll back to: {layer} runs its configured plugin"
@@ -376,73 +394,58 @@ impl Lifecycle {
         let paused = Instant::now();
         let previous = match stack.len() {
             1 => self.load_base(layer)?,
-            n => self.load_deployed(&stack[n - 2])?,
+            n => self.load_deployed(&stack[n - 2]).await?,
         };
         pipeline.swap(layer, previous.clone(), 0).await?;
         let pause = paused.elapsed();
-        self.record(
-            pipeline,
-            layer,
-            &previous,
-            Action::Rollback,
-            pause,
-            String::new(),
-        )
+        self.record(pipeline, layer, &previous, Action::Rollback, pause)
+            .await
     }
 
     /// Records what the pipeline did by itself during the last step (an
     /// automatic rollback the recorder could not write down is written now).
-    pub fn after_batch(&mut self, pipeline: &mut Pipeline) {
+    pub async fn after_batch(&mut self, pipeline: &mut Pipeline) {
         for rollback in pipeline.take_auto_rollbacks() {
             crate::metrics::record_swap(
                 rollback.layer.to_string(),
                 Action::AutoRollback.name(),
                 std::time::Duration::ZERO,
             );
-            if rollback.recorded {
-                continue;
-            }
-            if let Err(e) = self.registry().record(auto_rollback_entry(&rollback)) {
-                tracing::error!("recording an automatic rollback: {e:#}");
+            if !rollback.recorded {
+                let entry = auto_rollback_entry(&rollback, self.instance());
+                self.record_entry(entry).await;
             }
         }
+        self.publish(pipeline);
     }
 
     /// Writes an automatic rollback to the registry the moment the
     /// pipeline decides it, before the step it reruns is committed.
     pub fn rollback_recorder(&self) -> RollbackRecorder {
         let registry = self.registry.clone();
+        let instance = self.instance().to_string();
         Arc::new(move |rollback: &AutoRollback| {
-            registry
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .record(auto_rollback_entry(rollback))
+            let entry = auto_rollback_entry(rollback, &instance);
+            let registry = registry.clone();
+            Box::pin(async move { registry.record(entry).await })
         })
     }
 
-    fn registry(&self) -> MutexGuard<'_, Registry> {
-        // A panic while holding the lock leaves an appended or unappended
-        // line behind, both of which the registry reads back: go on.
-        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    /// This instance's name in entries it records; empty alone on a lake.
+    fn instance(&self) -> &str {
+        self.fleet.as_ref().map_or("", |f| f.instance.as_str())
     }
 
-    fn record(
-        &mut self,
+    /// The history entry of `action` on `plugin`, as of now.
+    fn entry(
+        &self,
         pipeline: &Pipeline,
         layer: Layer,
         plugin: &LoadedPlugin,
         action: Action,
-        pause: std::time::Duration,
-        note: String,
-    ) -> anyhow::Result<Change> {
+    ) -> Entry {
         let meta = plugin.meta();
-        let pause_micros = pause.as_micros() as u64;
-        crate::metrics::record_swap(layer.to_string(), action.name(), pause);
-        tracing::info!(
-            %layer, ?action, plugin = %meta.producer(), from_batch = pipeline.next_batch_for(layer),
-            pause_micros, "plugin change"
-        );
-        let entry = Entry {
+        Entry {
             at: now_rfc3339(),
             layer: layer.to_string(),
             action,
@@ -450,23 +453,51 @@ impl Lifecycle {
             version: meta.version.clone(),
             hash: plugin.hash().to_string(),
             from_batch: pipeline.next_batch_for(layer),
+            pause_micros: 0,
+            note: String::new(),
+            instance: self.instance().to_string(),
+        }
+    }
+
+    async fn record(
+        &mut self,
+        pipeline: &Pipeline,
+        layer: Layer,
+        plugin: &LoadedPlugin,
+        action: Action,
+        pause: std::time::Duration,
+    ) -> anyhow::Result<Change> {
+        let pause_micros = pause.as_micros() as u64;
+        crate::metrics::record_swap(layer.to_string(), action.name(), pause);
+        tracing::info!(
+            %layer, ?action, plugin = %plugin.meta().producer(), from_batch = pipeline.next_batch_for(layer),
+            pause_micros, "plugin change"
+        );
+        let entry = Entry {
             pause_micros,
-            note,
+            ..self.entry(pipeline, layer, plugin, action)
         };
-        self.registry().record(entry.clone())?;
+        self.registry.record(entry.clone()).await?;
         Ok(entry)
     }
 
     /// sha256 of every component the history names (deployed, refused…).
     pub fn known_hashes(&self) -> std::collections::HashSet<String> {
-        self.registry()
+        self.registry
             .history()
-            .iter()
-            .map(|e| e.hash.clone())
+            .into_iter()
+            .map(|e| e.hash)
             .collect()
     }
 
-    pub fn status(&self, pipeline: &Pipeline) -> Status {
+    pub async fn status(&self, pipeline: &Pipeline) -> Status {
+        let instances = match &self.fleet {
+            Some(_) => self.registry.running().await.unwrap_or_else(|e| {
+                tracing::warn!("reading what the instances run: {e:#}");
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
         let layers = Layer::ALL
             .iter()
             .map(|&layer| {
@@ -479,7 +510,7 @@ impl Lifecycle {
                     hash: plugin.hash().to_string(),
                     memory_mb: (limits.memory_bytes >> 20) as u64,
                     batch_timeout_ms: limits.batch_timeout.as_millis() as u64,
-                    rollback_depth: self.registry().stack(layer).len(),
+                    rollback_depth: self.registry.stack(layer).len(),
                     shadow: pipeline.shadow(layer).map(|(_, r)| r),
                 }
             })
@@ -488,14 +519,15 @@ impl Lifecycle {
             layers,
             next_batch: pipeline.next_batch(),
             next_bronze_batch: pipeline.next_batch_for(Layer::Bronze),
-            history: self.registry().history().to_vec(),
+            history: self.registry.history(),
+            instances,
         }
     }
 }
 
 /// The history entry of an automatic rollback: the restored version serves
 /// from the step that failed.
-fn auto_rollback_entry(rollback: &AutoRollback) -> Entry {
+fn auto_rollback_entry(rollback: &AutoRollback, instance: &str) -> Entry {
     let meta = rollback.restored.meta();
     Entry {
         at: now_rfc3339(),
@@ -512,40 +544,43 @@ fn auto_rollback_entry(rollback: &AutoRollback) -> Entry {
             rollback.batch,
             rollback.reason
         ),
-    }
-}
-
-/// The history entry of a refused candidate.
-fn refusal(
-    pipeline: &Pipeline,
-    layer: Layer,
-    candidate: Option<&Candidate>,
-    reason: &str,
-) -> Entry {
-    let (name, version, hash) = candidate
-        .map(|c| {
-            let meta = c.plugin.meta();
-            (
-                meta.name.clone(),
-                meta.version.clone(),
-                c.plugin.hash().to_string(),
-            )
-        })
-        .unwrap_or_default();
-    Entry {
-        at: now_rfc3339(),
-        layer: layer.to_string(),
-        action: Action::Refused,
-        name,
-        version,
-        hash,
-        from_batch: pipeline.next_batch_for(layer),
-        pause_micros: 0,
-        note: reason.to_string(),
+        instance: instance.to_string(),
     }
 }
 
 impl Lifecycle {
+    /// The history entry of a refused candidate.
+    fn refusal(
+        &self,
+        pipeline: &Pipeline,
+        layer: Layer,
+        candidate: Option<&Candidate>,
+        reason: &str,
+    ) -> Entry {
+        let (name, version, hash) = candidate
+            .map(|c| {
+                let meta = c.plugin.meta();
+                (
+                    meta.name.clone(),
+                    meta.version.clone(),
+                    c.plugin.hash().to_string(),
+                )
+            })
+            .unwrap_or_default();
+        Entry {
+            at: now_rfc3339(),
+            layer: layer.to_string(),
+            action: Action::Refused,
+            name,
+            version,
+            hash,
+            from_batch: pipeline.next_batch_for(layer),
+            pause_micros: 0,
+            note: reason.to_string(),
+            instance: self.instance().to_string(),
+        }
+    }
+
     /// Runs a replay from a batch or a time. It is marked pending in the
     /// registry until every table is replaced, so a crash in between is
     /// finished by [`Lifecycle::finish_pending_replay`] on the next start.
@@ -562,17 +597,17 @@ impl Lifecycle {
                 None => pipeline.next_batch(),
             },
         };
-        self.registry()
-            .set_pending_replay(Some(PendingReplay { layer, from_batch }))?;
+        let pending = PendingReplay { layer, from_batch };
+        self.registry.set_pending_replay(Some(pending)).await?;
         let report = pipeline.replay(layer, from_batch).await?;
-        self.registry().set_pending_replay(None)?;
+        self.registry.set_pending_replay(None).await?;
         Ok(report)
     }
 
     /// Finishes a replay a previous run was interrupted in. Replays are
     /// idempotent, so it simply runs again.
     pub async fn finish_pending_replay(&mut self, pipeline: &mut Pipeline) -> anyhow::Result<()> {
-        let pending = self.registry().pending_replay()?;
+        let pending = self.registry.pending_replay().await?;
         if let Some(pending) = pending {
             tracing::warn!(
                 ?pending,

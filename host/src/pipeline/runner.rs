@@ -219,7 +219,7 @@ impl<F: FnMut(&BatchReport)> Refine<'_, F> {
                 }
                 done = join_gold(&mut self.gold.running) => {
                     self.gold.running = None;
-                    self.gold_done(done)?;
+                    self.gold_done(done).await?;
                 }
                 committed = bronze_rx.recv(), if bronze_open => match committed {
                     Some(first) => {
@@ -255,33 +255,33 @@ impl<F: FnMut(&BatchReport)> Refine<'_, F> {
     /// step into gold: silver and gold are idle and at the same batch.
     async fn settle(&mut self) -> anyhow::Result<()> {
         if let Some(running) = self.gold.running.take() {
-            self.gold_done(running.await)?;
+            self.gold_done(running.await).await?;
         }
         if !self.gold.waiting.is_empty() {
             let (steps, permits) = self.gold.take();
             let slots = self.pipeline.slots.clone();
             let report = self.pipeline.gold_mut()?.step(&slots, steps).await?;
-            self.after_gold(&report, permits);
+            self.after_gold(&report, permits).await;
         }
         Ok(())
     }
 
-    fn gold_done(
+    async fn gold_done(
         &mut self,
         done: Result<(GoldTier, anyhow::Result<(BatchReport, usize)>), tokio::task::JoinError>,
     ) -> anyhow::Result<()> {
         let (tier, result) = done?;
         self.pipeline.put_gold(tier);
         let (report, permits) = result?;
-        self.after_gold(&report, permits);
+        self.after_gold(&report, permits).await;
         Ok(())
     }
 
-    fn after_gold(&mut self, report: &BatchReport, permits: usize) {
+    async fn after_gold(&mut self, report: &BatchReport, permits: usize) {
         self.ahead.add_permits(permits);
         self.pipeline.count(report);
         if let Some(c) = self.controller.as_mut() {
-            c.lifecycle.after_batch(self.pipeline);
+            c.lifecycle.after_batch(self.pipeline).await;
         }
         (self.on_batch)(report);
     }

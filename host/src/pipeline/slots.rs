@@ -49,7 +49,9 @@ pub struct AutoRollback {
 /// Writes an automatic rollback down durably (the registry), called before
 /// the step it reruns is committed: a crash after that commit must not
 /// bring the failed version back without probation.
-pub type RollbackRecorder = Arc<dyn Fn(&AutoRollback) -> anyhow::Result<()> + Send + Sync>;
+pub type RollbackRecorder = Arc<
+    dyn Fn(&AutoRollback) -> futures::future::BoxFuture<'static, anyhow::Result<()>> + Send + Sync,
+>;
 
 struct SlotState {
     plugins: Plugins,
@@ -259,7 +261,7 @@ impl Slots {
             }
             Err(failure) => failure,
         };
-        let Some(restored) = self.roll_back(layer, batch, &plugin, &failure) else {
+        let Some(restored) = self.roll_back(layer, batch, &plugin, &failure).await else {
             return Err(failure);
         };
         PluginJob::start(&restored, input)
@@ -272,7 +274,7 @@ impl Slots {
     /// If `failed` is `layer`'s active plugin and on probation, restores
     /// the version it replaced and records the rollback (durably first, if
     /// a recorder is set).
-    fn roll_back(
+    async fn roll_back(
         &self,
         layer: Layer,
         batch: i64,
@@ -303,7 +305,7 @@ impl Slots {
             "{failure}; rolling back the {layer} plugin and rerunning the step"
         );
         if let Some(record) = recorder {
-            match record(&rollback) {
+            match record(&rollback).await {
                 Ok(()) => rollback.recorded = true,
                 Err(e) => tracing::error!("recording the automatic rollback: {e:#}"),
             }

@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Dashboard, error};
 use crate::lifecycle::Control;
-use crate::lifecycle::registry::Entry;
+use crate::lifecycle::registry::{Entry, Registry};
 
 /// Width of one throughput and quarantine bucket.
 const BUCKET_SECS: i64 = 10;
@@ -41,7 +41,8 @@ async fn report(d: &Dashboard) -> anyhow::Result<Value> {
     let tiers = crate::pipeline::tier_positions(&d.lake).await?;
     let ctx = d.session().await?;
     let end = window_end(&ctx).await;
-    let history = read_history(&d.registry_dir);
+    let (location, options) = &d.registry;
+    let history = Registry::read_history(location, options).await;
     let shadow = shadow(d, &history).await;
     let behind = |ahead: i64, tier: i64| (ahead - tier).max(0);
     Ok(json!({
@@ -289,17 +290,6 @@ async fn plugins(ctx: &SessionContext) -> Vec<Value> {
             let active = versions.last().map(|v| v["plugin"].clone());
             json!({"layer": layer, "active": active, "served": versions})
         })
-        .collect()
-}
-
-/// The registry's history (deploys, rollbacks, shadow runs, refusals),
-/// read without creating anything; a line that does not parse is skipped.
-fn read_history(dir: &std::path::Path) -> Vec<Entry> {
-    let Ok(text) = std::fs::read_to_string(dir.join("history.jsonl")) else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
         .collect()
 }
 

@@ -50,8 +50,9 @@ const SESSION_TTL: Duration = Duration::from_secs(2);
 /// What the handlers read.
 pub(crate) struct Dashboard {
     pub lake: Lake,
-    /// The plugin registry, for the deploy history (read, never created).
-    pub registry_dir: PathBuf,
+    /// The plugin registry, for the deploy history (read, never created),
+    /// and the storage options that reach it when it is a URL.
+    pub registry: (PathBuf, crate::lake::StorageOptions),
     pub live: Live,
     session: tokio::sync::Mutex<Option<(Instant, SessionContext)>>,
 }
@@ -84,13 +85,13 @@ pub async fn bind(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     lake: Lake,
-    registry_dir: PathBuf,
+    registry: (PathBuf, crate::lake::StorageOptions),
     live: Live,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let dashboard = Arc::new(Dashboard {
         lake,
-        registry_dir,
+        registry,
         live,
         session: Default::default(),
     });

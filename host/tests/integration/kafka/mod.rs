@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::common::{self, Expected};
 
 mod bench;
+mod fleet_plugins;
 mod shared;
 mod watermark;
 

@@ -83,7 +83,9 @@ async fn an_automatic_rollback_survives_a_crash_right_after_the_rerun_commits() 
         lake: lake.clone(),
         ..Default::default()
     };
-    let registry = Registry::open(&config.registry_dir()).unwrap();
+    let registry = Registry::open(&config.registry_dir(), &config.lake_options)
+        .await
+        .unwrap();
     let last = registry.history().last().unwrap().clone();
     assert_eq!(last.action, Action::AutoRollback, "{last:?}");
 
