@@ -16,7 +16,7 @@ pub const AZURITE_KEY: &str =
 
 /// The Azurite account URL, or `None` after printing why the test skips
 /// (it panics instead when `.ci/run` requires the services).
-fn azurite() -> Option<String> {
+pub(crate) fn azurite() -> Option<String> {
     match std::env::var("SLUICE_TEST_AZURITE_BLOB") {
         Ok(url) => Some(url),
         Err(_) => {

@@ -13,6 +13,7 @@ mod crash;
 mod dashboard;
 mod eventhubs;
 mod eventhubs_amqp;
+mod eventhubs_fleet;
 mod fixtures;
 mod fleet;
 mod formats;
