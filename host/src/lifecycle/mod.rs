@@ -239,10 +239,18 @@ impl Lifecycle {
 
     async fn load_deployed(&self, hash: &str) -> anyhow::Result<LoadedPlugin> {
         let wasm = self.registry.component(hash).await?;
-        self.validator
+        let plugin = self
+            .validator
             .runtime
             .load(&wasm, self.validator.limits)
-            .with_context(|| format!("loading the deployed component {hash}"))
+            .with_context(|| format!("loading the deployed component {hash}"))?;
+        // The registry is shared storage: run only what was deployed.
+        anyhow::ensure!(
+            plugin.hash() == hash,
+            "the registry's {hash}.wasm has sha256 {}: it was altered after its deploy",
+            plugin.hash()
+        );
+        Ok(plugin)
     }
 
     fn load_base(&self, layer: Layer) -> anyhow::Result<LoadedPlugin> {

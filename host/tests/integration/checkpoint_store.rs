@@ -31,7 +31,7 @@ pub(crate) fn azurite() -> Option<String> {
 }
 
 const NS: &str = "test.servicebus.windows.net";
-const HUB: &str = "events";
+pub(crate) const HUB: &str = "events";
 const GROUP: &str = "$Default";
 
 fn wanted(partition: &str, owner: &str, etag: Option<&Ownership>) -> Ownership {
@@ -149,13 +149,9 @@ async fn ownership_and_checkpoints_in_azurite() {
     assert!(other_group.is_empty(), "checkpoints are per consumer group");
 }
 
-/// Two owners, `a` and `b`, on a fresh container: four ownership rounds
-/// each, as two instances started together do; they split the four
-/// partitions two and two. Returns the store, the scope and the ids.
-async fn two_owners_split(
-    url: String,
-    expiry: Duration,
-) -> (BlobCheckpointStore, Scope, Vec<String>) {
+/// An ownership store on a fresh container of the Azurite account at
+/// `url`, and the hub it keeps ownership for (`HUB`, consumer group `GROUP`).
+pub(crate) async fn fresh_ownership_store(url: String) -> (BlobCheckpointStore, Scope) {
     let location = BlobLocation {
         account_url: url,
         container: format!("own-{}", uuid::Uuid::new_v4().simple()),
@@ -170,6 +166,17 @@ async fn two_owners_split(
         hub: HUB.into(),
         group: GROUP.into(),
     };
+    (store, scope)
+}
+
+/// Two owners, `a` and `b`, on a fresh container: four ownership rounds
+/// each, as two instances started together do; they split the four
+/// partitions two and two. Returns the store, the scope and the ids.
+async fn two_owners_split(
+    url: String,
+    expiry: Duration,
+) -> (BlobCheckpointStore, Scope, Vec<String>) {
+    let (store, scope) = fresh_ownership_store(url).await;
     let ids: Vec<String> = (0..4).map(|i| i.to_string()).collect();
     let (mut a, mut b) = (Default::default(), Default::default());
     for _ in 0..4 {

@@ -15,7 +15,8 @@ use sluice::lifecycle::registry::Action;
 use sluice::lifecycle::{Change, Status};
 use sluice::pipeline::Totals;
 
-use super::{LATENESS_SECS, Sim, assert_exactly_once_in, shared_broker, unique_topic};
+use super::shared::produce_sim;
+use super::{LATENESS_SECS, assert_exactly_once_in, shared_broker, unique_topic};
 
 const TOKEN: &str = "fleet-admin-token-0123456789";
 
@@ -95,16 +96,6 @@ async fn until<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> 
     }
 }
 
-fn produce(broker: &str, topic: &str, seed: u64, events: u64) -> Vec<String> {
-    let sim = Sim {
-        seed,
-        events,
-        faults: 0.02,
-    };
-    sim.produce(broker, topic);
-    sim.lines()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_change_through_one_instance_reaches_the_fleet() {
     let Some(broker) = shared_broker() else {
@@ -116,7 +107,7 @@ async fn a_plugin_change_through_one_instance_reaches_the_fleet() {
     let dir = tempfile::tempdir().unwrap();
     let topic = unique_topic("fleetplugins");
     let url = crate::azurite::lake_url();
-    let mut lines = produce(&broker, &topic, 51, 3_000);
+    let mut lines = produce_sim(&broker, &topic, 51, 3_000);
     let a = Member::start(&url, &broker, &topic, &dir.path().join("a")).await;
     let b = Member::start(&url, &broker, &topic, &dir.path().join("b")).await;
     until("both instances list each other", || async {
@@ -145,7 +136,7 @@ async fn a_plugin_change_through_one_instance_reaches_the_fleet() {
             })
     })
     .await;
-    lines.extend(produce(&broker, &topic, 52, 2_000));
+    lines.extend(produce_sim(&broker, &topic, 52, 2_000));
 
     // A shadow run started through `b` runs on `a`; stopped through `a`,
     // it stops on `b`.
@@ -189,7 +180,7 @@ async fn a_plugin_change_through_one_instance_reaches_the_fleet() {
     assert_eq!(history[0].instance, history[2].instance, "{history:?}");
     assert_eq!(b.status().await.history.len(), history.len());
 
-    lines.extend(produce(&broker, &topic, 53, 2_000));
+    lines.extend(produce_sim(&broker, &topic, 53, 2_000));
     let lake = sluice::lake::Lake::open_root(Path::new(&url), &crate::azurite::emulator_options())
         .await
         .unwrap();

@@ -103,7 +103,7 @@ fn owns_where(watch: &Watch, wanted: impl Fn(usize) -> bool, failure: &str, limi
 
 /// Produces `events` simulated events (2 % faults) into `topic` (4
 /// partitions); returns their lines.
-fn produce_sim(broker: &str, topic: &str, seed: u64, events: u64) -> Vec<String> {
+pub(super) fn produce_sim(broker: &str, topic: &str, seed: u64, events: u64) -> Vec<String> {
     let sim = Sim {
         seed,
         events,
