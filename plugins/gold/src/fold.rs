@@ -1,9 +1,15 @@
 //! Folds one batch of events into pre-aggregated rows per gold table, one row
-//! per grain key in key order (`BTreeMap`), so output never depends on the
-//! order of input rows. The host folds these rows into the stored tables.
+//! per grain key in key order, so output never depends on the order of input
+//! rows. The host folds these rows into the stored tables.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::Hash;
 use std::sync::Arc;
+
+/// A hash map with a fast hasher that has no random seed (plugins are
+/// pure; `rustc_hash`'s own alias needs its `std` feature, which would
+/// change the features wasmtime's dependencies are built with).
+type FxHashMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 use sluice_plugin_sdk::arrow_array::{
     ArrayRef, BooleanArray, Date32Array, Int32Array, Int64Array, RecordBatch, StringArray,
@@ -84,6 +90,15 @@ impl Span {
     }
 }
 
+/// The groups in key order. Grouping in a hash map and sorting once is
+/// cheaper than keeping a tree ordered on every insert (string keys made
+/// `BTreeMap` comparisons the plugin's largest cost); the order is the same.
+fn sorted<K: Ord + Hash, V>(groups: FxHashMap<K, V>) -> Vec<(K, V)> {
+    let mut rows: Vec<(K, V)> = groups.into_iter().collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
+
 /// Keeps the earliest of the events offered (by time, then event id).
 fn keep_earliest<'e, 'a>(slot: &mut &'e Event<'a>, event: &'e Event<'a>) {
     if event.order() < slot.order() {
@@ -100,7 +115,7 @@ pub(crate) fn fact_feature_usage(events: &[Event<'_>]) -> Vec<ArrayRef> {
         items: i64,
         span: Option<Span>,
     }
-    let mut groups: BTreeMap<(i32, &str, &str, &str), Usage> = BTreeMap::new();
+    let mut groups: FxHashMap<(i32, &str, &str, &str), Usage> = FxHashMap::default();
     for e in events.iter().filter(|e| e.kind == Kind::FeatureUsed) {
         // Silver guarantees a feature here; without one there is no grain.
         let Some(feature) = e.feature else { continue };
@@ -112,17 +127,20 @@ pub(crate) fn fact_feature_usage(events: &[Event<'_>]) -> Vec<ArrayRef> {
         usage.items += e.items.unwrap_or(0);
         usage.span.get_or_insert(Span::new(e.time)).add(e.time);
     }
+    let groups = sorted(groups);
+    let keys = || groups.iter().map(|(k, _)| k);
+    let values = || groups.iter().map(|(_, u)| u);
     let span = |u: &Usage| u.span.expect("a group has an event");
     vec![
-        int32s(groups.keys().map(|k| k.0)),
-        strings(groups.keys().map(|k| k.1)),
-        strings(groups.keys().map(|k| k.2)),
-        strings(groups.keys().map(|k| k.3)),
-        int64s(groups.values().map(|u| u.events)),
-        int64s(groups.values().map(|u| u.duration_ms)),
-        int64s(groups.values().map(|u| u.items)),
-        timestamps(groups.values().map(|u| span(u).first)),
-        timestamps(groups.values().map(|u| span(u).last)),
+        int32s(keys().map(|k| k.0)),
+        strings(keys().map(|k| k.1)),
+        strings(keys().map(|k| k.2)),
+        strings(keys().map(|k| k.3)),
+        int64s(values().map(|u| u.events)),
+        int64s(values().map(|u| u.duration_ms)),
+        int64s(values().map(|u| u.items)),
+        timestamps(values().map(|u| span(u).first)),
+        timestamps(values().map(|u| span(u).last)),
     ]
 }
 
@@ -134,7 +152,7 @@ pub(crate) fn fact_sessions(events: &[Event<'_>]) -> Vec<ArrayRef> {
         counts: Counts,
         duration_ms: i64,
     }
-    let mut sessions: BTreeMap<&str, Session> = BTreeMap::new();
+    let mut sessions: FxHashMap<&str, Session> = FxHashMap::default();
     for e in events {
         let session = sessions.entry(e.session_id).or_insert_with(|| Session {
             first: e,
@@ -149,9 +167,10 @@ pub(crate) fn fact_sessions(events: &[Event<'_>]) -> Vec<ArrayRef> {
             session.duration_ms += e.duration_ms.unwrap_or(0);
         }
     }
-    let rows = sessions.values();
+    let sessions = sorted(sessions);
+    let rows = sessions.iter().map(|(_, s)| s);
     vec![
-        strings(sessions.keys().copied()),
+        strings(sessions.iter().map(|(id, _)| *id)),
         strings(rows.clone().map(|s| s.first.user_id)),
         strings(rows.clone().map(|s| s.first.account_id)),
         strings(rows.clone().map(|s| s.first.plan)),
@@ -173,7 +192,7 @@ pub(crate) fn fact_user_daily(events: &[Event<'_>]) -> Vec<ArrayRef> {
         counts: Counts,
         feature_duration_ms: i64,
     }
-    let mut days: BTreeMap<(i32, &str, &str), Day> = BTreeMap::new();
+    let mut days: FxHashMap<(i32, &str, &str), Day> = FxHashMap::default();
     for e in events {
         let day = days
             .entry((e.date_key(), e.user_id, e.plan))
@@ -188,11 +207,13 @@ pub(crate) fn fact_user_daily(events: &[Event<'_>]) -> Vec<ArrayRef> {
             day.feature_duration_ms += e.duration_ms.unwrap_or(0);
         }
     }
-    let rows = days.values();
+    let days = sorted(days);
+    let keys = || days.iter().map(|(k, _)| k);
+    let rows = days.iter().map(|(_, d)| d);
     vec![
-        int32s(days.keys().map(|k| k.0)),
-        strings(days.keys().map(|k| k.1)),
-        strings(days.keys().map(|k| k.2)),
+        int32s(keys().map(|k| k.0)),
+        strings(keys().map(|k| k.1)),
+        strings(keys().map(|k| k.2)),
         strings(rows.clone().map(|d| d.first.account_id)),
         int64s(rows.clone().map(|d| d.counts.events)),
         int64s(rows.clone().map(|d| d.counts.logins)),
@@ -204,7 +225,8 @@ pub(crate) fn fact_user_daily(events: &[Event<'_>]) -> Vec<ArrayRef> {
 /// `dim_user` observations: each user's earliest event as a sighting, and
 /// every plan change. Sorted by user, time, sighting before change, event.
 pub(crate) fn dim_user(events: &[Event<'_>]) -> Vec<ArrayRef> {
-    let mut earliest: BTreeMap<&str, &Event> = BTreeMap::new();
+    // Unordered: the rows are sorted below.
+    let mut earliest: FxHashMap<&str, &Event> = FxHashMap::default();
     for e in events {
         keep_earliest(earliest.entry(e.user_id).or_insert(e), e);
     }
