@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use sluice::config::Config;
 use sluice::layers::bronze::committed_positions;
+use sluice::lifecycle::registry::{RUNNING_EVERY, Registry, Running};
 use sluice::sources::{eventhubs, kafka};
 
 pub async fn run(config: &Config, lake: &sluice::lake::Lake) -> anyhow::Result<ExitCode> {
@@ -60,6 +61,7 @@ pub async fn run(config: &Config, lake: &sluice::lake::Lake) -> anyhow::Result<E
         print_eventhubs_lag(config, &positions).await?;
     }
     print_fleet(lake).await?;
+    print_running(config).await?;
     let others: Vec<_> = positions
         .iter()
         .filter(|((source, _), _)| source != kafka::SOURCE && source != eventhubs::SOURCE)
@@ -103,6 +105,40 @@ async fn print_fleet(lake: &sluice::lake::Lake) -> anyhow::Result<()> {
     match &fleet.leader {
         Some((epoch, holder)) => println!("refine role: epoch {epoch}, taken by {holder}"),
         None => println!("refine role: not claimed (a single instance refines its own lake)"),
+    }
+    Ok(())
+}
+
+/// What each live instance runs, as it last told the plugin registry
+/// (instances say it on every change and every `RUNNING_EVERY`).
+async fn print_running(config: &Config) -> anyhow::Result<()> {
+    let location = config.registry_dir();
+    let Some(registry) = Registry::open_existing(&location, &config.lake_options).await? else {
+        return Ok(());
+    };
+    let live_since = chrono::Utc::now() - RUNNING_EVERY * 3;
+    let running: Vec<Running> = registry
+        .running()
+        .await?
+        .into_iter()
+        .filter(|r| {
+            chrono::DateTime::parse_from_rfc3339(&r.seen).is_ok_and(|seen| seen >= live_since)
+        })
+        .collect();
+    if running.is_empty() {
+        return Ok(());
+    }
+    println!(
+        "plugins running (instances seen in the last {} s)",
+        (RUNNING_EVERY * 3).as_secs()
+    );
+    for r in &running {
+        let layers: Vec<String> = r
+            .layers
+            .iter()
+            .map(|l| format!("{} {}", l.layer, l.plugin))
+            .collect();
+        println!("{:<32}  {}", r.instance, layers.join(", "));
     }
     Ok(())
 }

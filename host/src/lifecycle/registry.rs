@@ -169,14 +169,22 @@ impl Registry {
         Ok(Arc::new(registry))
     }
 
-    /// The history as a reader that must not create anything (the
-    /// dashboard) sees it: empty if there is no registry at `location`.
-    pub async fn read_history(location: &Path, options: &StorageOptions) -> Vec<Entry> {
+    /// The registry for a reader that must not create one (the dashboard,
+    /// `sluice status`): `None` if there is no local directory at `location`.
+    pub async fn open_existing(
+        location: &Path,
+        options: &StorageOptions,
+    ) -> anyhow::Result<Option<Arc<Registry>>> {
         if !crate::lake::location::is_url(location) && !location.exists() {
-            return Vec::new();
+            return Ok(None);
         }
-        match Registry::open(location, options).await {
-            Ok(registry) => registry.history(),
+        Registry::open(location, options).await.map(Some)
+    }
+
+    /// The history as such a reader sees it; empty without a registry.
+    pub async fn read_history(location: &Path, options: &StorageOptions) -> Vec<Entry> {
+        match Registry::open_existing(location, options).await {
+            Ok(registry) => registry.map(|r| r.history()).unwrap_or_default(),
             Err(e) => {
                 tracing::warn!("reading the plugin history: {e:#}");
                 Vec::new()

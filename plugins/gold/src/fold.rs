@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::Hash;
 use std::sync::Arc;
 
-/// A hash map with a fast hasher that has no random seed (plugins are
-/// pure; `rustc_hash`'s own alias needs its `std` feature, which would
-/// change the features wasmtime's dependencies are built with).
+/// A fast hasher without a random seed (plugins are pure). Not
+/// `rustc_hash::FxHashMap`: that needs the crate's `std` feature, which
+/// would rebuild wasmtime's dependencies with other features.
 type FxHashMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 use sluice_plugin_sdk::arrow_array::{

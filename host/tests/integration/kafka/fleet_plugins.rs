@@ -96,6 +96,22 @@ async fn until<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> 
     }
 }
 
+/// What `sluice status` prints for the lake at `url` on Azurite.
+fn status_report(url: &str) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["status", "--lake", url])
+        .env("SLUICE_LAKE_OPTIONS__AZURE_STORAGE_USE_EMULATOR", "true")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    report
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_change_through_one_instance_reaches_the_fleet() {
     let Some(broker) = shared_broker() else {
@@ -160,6 +176,31 @@ async fn a_plugin_change_through_one_instance_reaches_the_fleet() {
         .unwrap();
     until("a follows b's rollback", || async {
         layer_of(&a.status().await, "silver").0 == embedded
+    })
+    .await;
+
+    // `sluice status`, from anywhere that reads the lake, lists what each
+    // live instance runs.
+    let ids: Vec<String> = a
+        .status()
+        .await
+        .instances
+        .into_iter()
+        .map(|i| i.instance)
+        .collect();
+    assert_eq!(ids.len(), 2);
+    until("sluice status lists what both run", || async {
+        let report = status_report(&url);
+        let running: Vec<&str> = report
+            .lines()
+            .skip_while(|l| !l.starts_with("plugins running"))
+            .skip(1)
+            .collect();
+        ids.iter().all(|id| {
+            running
+                .iter()
+                .any(|l| l.starts_with(id.as_str()) && l.contains(&format!("silver {embedded}")))
+        })
     })
     .await;
 
