@@ -185,7 +185,10 @@ async fn maintain_compacts_and_vacuums_without_changing_rows_or_transactions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_maintains_the_lake_while_it_commits_and_gold_stays_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let lines = common::simulated_lines(37, 3_000, 0.03);
+    // Enough batches that the replay outlasts the first round (1 s) however
+    // fast the plugins get: 3,000 events were done in under a second once
+    // the gold plugin got faster.
+    let lines = common::simulated_lines(37, 15_000, 0.03);
     let file = dir.path().join("events.ndjson");
     common::write_lines(&file, &lines);
     let lake = dir.path().join("lake");
