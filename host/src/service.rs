@@ -164,7 +164,12 @@ async fn source_sharing(
     lead: watch::Sender<bool>,
 ) -> anyhow::Result<Arc<Sharing>> {
     let positions = LakePositions::new(pipeline.bronze_handle().await?, pipeline.positions());
-    Ok(Arc::new(Sharing { positions, lead }))
+    let instance = pipeline.instance_id().context("the ingest tier is out")?;
+    Ok(Arc::new(Sharing {
+        instance,
+        positions,
+        lead,
+    }))
 }
 
 fn time_bounds(config: &Config) -> crate::layers::silver::TimeBounds {

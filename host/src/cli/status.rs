@@ -1,12 +1,14 @@
 //! `sluice status`: per source partition, the position committed in the lake
 //! and, for Kafka and Event Hubs, the newest position the broker or hub holds
-//! and the lag between them; and how far each tier of the pipeline is.
+//! and the lag between them; who owns each Event Hubs partition; how far
+//! each tier of the pipeline is; the fleet's instances and their plugins.
 
 use std::process::ExitCode;
 
 use sluice::config::Config;
 use sluice::layers::bronze::committed_positions;
 use sluice::lifecycle::registry::{RUNNING_EVERY, Registry, Running};
+use sluice::sources::blob_checkpoints::BlobCheckpointStore;
 use sluice::sources::{eventhubs, kafka};
 
 pub async fn run(config: &Config, lake: &sluice::lake::Lake) -> anyhow::Result<ExitCode> {
@@ -57,8 +59,20 @@ pub async fn run(config: &Config, lake: &sluice::lake::Lake) -> anyhow::Result<E
             );
         }
     }
+    let mut complete = true;
     if config.eventhubs.enabled() {
-        print_eventhubs_lag(config, &positions).await?;
+        print_eventhubs_owners(config).await?;
+        // The hub may be out of reach while the lake and the store are not:
+        // say so and show the rest.
+        let lag = tokio::time::timeout(HUB_ANSWER, print_eventhubs_lag(config, &positions)).await;
+        let failed = match lag {
+            Ok(result) => result.err(),
+            Err(_) => Some(anyhow::anyhow!("no answer in {} s", HUB_ANSWER.as_secs())),
+        };
+        if let Some(e) = failed {
+            println!("event hub lag unavailable: {e:#}");
+            complete = false;
+        }
     }
     print_fleet(lake).await?;
     print_running(config).await?;
@@ -69,8 +83,15 @@ pub async fn run(config: &Config, lake: &sluice::lake::Lake) -> anyhow::Result<E
     if !others.is_empty() {
         println!("other sources: {} partitions committed", others.len());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
+
+/// How long `status` waits for the hub to answer the lag query.
+const HUB_ANSWER: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Bronze commits looked at for the instances list.
 const RECENT_COMMITS: u64 = 500;
@@ -139,6 +160,50 @@ async fn print_running(config: &Config) -> anyhow::Result<()> {
             .map(|l| format!("{} {}", l.layer, l.plugin))
             .collect();
         println!("{:<32}  {}", r.instance, layers.join(", "));
+    }
+    Ok(())
+}
+
+/// Who owns each partition of the hub, from the checkpoint store (no hub
+/// connection needed); owners are the lake's instance ids.
+async fn print_eventhubs_owners(config: &Config) -> anyhow::Result<()> {
+    let hubs = &config.eventhubs;
+    let Some(location) = hubs.store_location() else {
+        return Ok(());
+    };
+    eventhubs::install_tls_provider();
+    let store = BlobCheckpointStore::new(&location)?;
+    let scope = eventhubs::Scope {
+        namespace: hubs.namespace()?,
+        hub: hubs.hub.clone(),
+        group: hubs.consumer_group.clone(),
+    };
+    let expiry = std::time::Duration::from_secs(hubs.ownership_expiry_secs);
+    let owners = eventhubs::owners(&store, &scope, expiry).await?;
+    println!(
+        "event hub {}: partition owners (checkpoint store; claims expire after {} s)",
+        hubs.hub, hubs.ownership_expiry_secs
+    );
+    println!(
+        "{:>9}  {:<32}  {:<19}  state",
+        "partition", "owner", "renewed (UTC)"
+    );
+    for o in &owners {
+        let renewed = o.renewed.map_or("-".to_string(), |t| {
+            chrono::DateTime::<chrono::Utc>::from(t)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        });
+        let state = match (&o.owner, o.live) {
+            (None, _) => "handed back",
+            (Some(_), true) => "live",
+            (Some(_), false) => "expired",
+        };
+        println!(
+            "{:>9}  {:<32}  {renewed:<19}  {state}",
+            o.partition,
+            o.owner.as_deref().unwrap_or("-")
+        );
     }
     Ok(())
 }

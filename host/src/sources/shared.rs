@@ -12,6 +12,11 @@ use crate::record::Positions;
 
 /// A source's part in sharing the lake.
 pub struct Sharing {
+    /// This instance's id in the lake (its bronze writer id): what it
+    /// claims partitions as where ownership is kept outside the broker
+    /// (Event Hubs), so `sluice status` can match owners to the lake's
+    /// instances.
+    pub instance: String,
     pub positions: LakePositions,
     /// Set true while this instance holds the partition that carries the
     /// refine role (partition 0), false when it loses it.

@@ -149,18 +149,26 @@ async fn ownership_and_checkpoints_in_azurite() {
     assert!(other_group.is_empty(), "checkpoints are per consumer group");
 }
 
-/// An ownership store on a fresh container of the Azurite account at
-/// `url`, and the hub it keeps ownership for (`HUB`, consumer group `GROUP`).
-pub(crate) async fn fresh_ownership_store(url: String) -> (BlobCheckpointStore, Scope) {
-    let location = BlobLocation {
+/// A fresh container of the Azurite account at `url`.
+fn fresh_location(url: String) -> BlobLocation {
+    BlobLocation {
         account_url: url,
         container: format!("own-{}", uuid::Uuid::new_v4().simple()),
         access_key: Some(AZURITE_KEY.into()),
-    };
-    BlobCheckpointStore::ensure_container(&location)
+    }
+}
+
+/// An ownership store on a fresh container of the Azurite account at
+/// `url`, and the hub it keeps ownership for (`HUB`, consumer group `GROUP`).
+pub(crate) async fn fresh_ownership_store(url: String) -> (BlobCheckpointStore, Scope) {
+    ownership_store(&fresh_location(url)).await
+}
+
+async fn ownership_store(location: &BlobLocation) -> (BlobCheckpointStore, Scope) {
+    BlobCheckpointStore::ensure_container(location)
         .await
         .unwrap();
-    let store = BlobCheckpointStore::new(&location).unwrap();
+    let store = BlobCheckpointStore::new(location).unwrap();
     let scope = Scope {
         namespace: NS.into(),
         hub: HUB.into(),
@@ -169,14 +177,14 @@ pub(crate) async fn fresh_ownership_store(url: String) -> (BlobCheckpointStore, 
     (store, scope)
 }
 
-/// Two owners, `a` and `b`, on a fresh container: four ownership rounds
-/// each, as two instances started together do; they split the four
-/// partitions two and two. Returns the store, the scope and the ids.
+/// Two owners, `a` and `b`, on a fresh container at `location`: four
+/// ownership rounds each, as two instances started together do; they split
+/// the four partitions two and two. Returns the store, the scope and the ids.
 async fn two_owners_split(
-    url: String,
+    location: &BlobLocation,
     expiry: Duration,
 ) -> (BlobCheckpointStore, Scope, Vec<String>) {
-    let (store, scope) = fresh_ownership_store(url).await;
+    let (store, scope) = ownership_store(location).await;
     let ids: Vec<String> = (0..4).map(|i| i.to_string()).collect();
     let (mut a, mut b) = (Default::default(), Default::default());
     for _ in 0..4 {
@@ -201,7 +209,7 @@ async fn two_owners_split(
 async fn two_owners_balance_and_take_over_in_azurite() {
     let Some(url) = azurite() else { return };
     let expiry = Duration::from_secs(30);
-    let (store, scope, ids) = two_owners_split(url, expiry).await;
+    let (store, scope, ids) = two_owners_split(&fresh_location(url), expiry).await;
     let mut b = Default::default();
 
     // a stops renewing; with a 3 s expiry b takes all four, one a round.
@@ -233,7 +241,7 @@ async fn two_owners_balance_and_take_over_in_azurite() {
 async fn a_stopped_owner_hands_its_partitions_back_at_once() {
     let Some(url) = azurite() else { return };
     let expiry = Duration::from_secs(600);
-    let (store, scope, ids) = two_owners_split(url, expiry).await;
+    let (store, scope, ids) = two_owners_split(&fresh_location(url), expiry).await;
     let mut b = Default::default();
 
     assert_eq!(relinquish(&store, &scope, "a").await.unwrap(), 2);
@@ -252,5 +260,76 @@ async fn a_stopped_owner_hands_its_partitions_back_at_once() {
         relinquish(&store, &scope, "a").await.unwrap(),
         0,
         "a owns nothing to hand back"
+    );
+}
+
+/// `sluice status` with a checkpoint store says who owns each partition,
+/// read from the store alone: the hub (unreachable here) is only needed for
+/// the lag, which it reports as unavailable, failing, after the rest.
+#[tokio::test]
+async fn status_shows_each_partitions_owner_from_the_store() {
+    let Some(url) = azurite() else { return };
+    let location = fresh_location(url.clone());
+    let (store, scope, _) = two_owners_split(&location, Duration::from_secs(600)).await;
+    let a: Vec<String> =
+        sluice::sources::eventhubs::owners(&store, &scope, Duration::from_secs(600))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|o| o.owner.as_deref() == Some("a"))
+            .map(|o| o.partition)
+            .collect();
+    assert_eq!(a.len(), 2, "{a:?}");
+    relinquish(&store, &scope, "a").await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("lake")).unwrap();
+    let config = dir.path().join("sluice.toml");
+    let toml = format!(
+        "lake = {:?}\n[eventhubs]\nhub = {HUB:?}\nconsumer_group = {GROUP:?}\n\
+         connection_string_env = \"SLUICE_TEST_STATUS_HUB\"\ncheckpoint_url = {url:?}\n\
+         checkpoint_container = {:?}\ncheckpoint_key_env = \"SLUICE_TEST_STATUS_KEY\"\n\
+         ownership_expiry_secs = 600\n",
+        dir.path().join("lake").to_str().unwrap(),
+        location.container,
+    );
+    std::fs::write(&config, toml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["status", "--config"])
+        .arg(&config)
+        .env(
+            "SLUICE_TEST_STATUS_HUB",
+            format!("Endpoint=sb://{NS}/;SharedAccessKeyName=test;SharedAccessKey=unused"),
+        )
+        .env("SLUICE_TEST_STATUS_KEY", AZURITE_KEY)
+        .env_remove("SLUICE_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let state = |partition: &str| -> (String, String) {
+        let line = stdout
+            .lines()
+            .skip_while(|l| !l.contains("partition owners"))
+            .find(|l| l.split_whitespace().next() == Some(partition))
+            .unwrap_or_else(|| panic!("no line for partition {partition}: {stdout}{stderr}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        (words[1].to_string(), words[4..].join(" "))
+    };
+    for id in ["0", "1", "2", "3"] {
+        let expected = if a.contains(&id.to_string()) {
+            ("-".to_string(), "handed back".to_string())
+        } else {
+            ("b".to_string(), "live".to_string())
+        };
+        assert_eq!(state(id), expected, "partition {id}: {stdout}");
+    }
+    assert!(
+        stdout.contains("event hub lag unavailable") && !out.status.success(),
+        "the lag needs the hub, and its absence fails status: {stdout}"
+    );
+    assert!(
+        !stdout.contains(AZURITE_KEY) && !stderr.contains(AZURITE_KEY),
+        "no key in the output"
     );
 }

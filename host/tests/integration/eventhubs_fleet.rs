@@ -17,7 +17,7 @@ use std::time::Duration;
 use sluice::pipeline::IngestTier;
 use sluice::record::RawRecord;
 use sluice::sources::blob_checkpoints::BlobCheckpointStore;
-use sluice::sources::eventhubs::{SOURCE, Scope, claim_round, partition_name, relinquish};
+use sluice::sources::eventhubs::{SOURCE, Scope, claim_round, owners, partition_name, relinquish};
 use sluice::sources::shared::LakePositions;
 
 use crate::checkpoint_store::{HUB, azurite, fresh_ownership_store};
@@ -186,10 +186,26 @@ async fn three_instances_balanced_by_the_ownership_store_store_each_event_once()
 
     // `b` stops gracefully: it hands its partitions back and `a` takes
     // them at once, then reads everything to the end.
+    let held_by_b: HashSet<String> = b.owns().into_iter().map(String::from).collect();
     assert!(relinquish(&store, &scope, "b").await.unwrap() > 0);
+    // What `sluice status` shows: b's partitions handed back, the rest a's.
+    let view = owners(&store, &scope, EXPIRY).await.unwrap();
+    assert_eq!(view.len(), PARTITIONS, "{view:?}");
+    for o in &view {
+        match o.owner.as_deref() {
+            None => assert!(held_by_b.contains(&o.partition) && !o.live, "{o:?}"),
+            Some(owner) => assert_eq!(owner, "a", "{o:?}"),
+        }
+    }
     while a.owns().len() < PARTITIONS {
         a.claim(&store, &scope, &ids).await;
     }
+    let view = owners(&store, &scope, EXPIRY).await.unwrap();
+    assert!(
+        view.iter()
+            .all(|o| o.owner.as_deref() == Some("a") && o.live),
+        "{view:?}"
+    );
     while a.reading.iter().any(|(id, next)| *next < hub.len(id)) {
         a.read(&hub).await;
     }

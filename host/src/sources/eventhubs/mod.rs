@@ -11,11 +11,11 @@
 //! stale; each receiver opens with an owner level (epoch), so the hub itself
 //! disconnects an older reader of a partition that changed hands.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use azure_messaging_eventhubs::models::{Checkpoint, Ownership, ReceivedEventData};
+use azure_messaging_eventhubs::models::{Checkpoint, ReceivedEventData};
 use azure_messaging_eventhubs::{
     CheckpointStore, ConsumerClient, OpenReceiverOptions, StartLocation, StartPosition,
 };
@@ -23,15 +23,17 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::blob_checkpoints::{BlobCheckpointStore, expired};
+use super::blob_checkpoints::BlobCheckpointStore;
 use super::shared::Sharing;
 use super::{Envelope, Positions, RawRecord, SourceContext};
 
 mod config;
 mod lag;
+mod ownership;
 
 pub use config::{Auth, EventHubsConfig, namespace_of};
 pub use lag::{PartitionLag, partition_lags};
+pub use ownership::{PartitionOwner, Scope, claim_round, owners, relinquish};
 
 pub const SOURCE: &str = "eventhubs";
 
@@ -168,7 +170,10 @@ async fn balance(
     sharing: Option<Arc<Sharing>>,
 ) -> anyhow::Result<()> {
     let store = ctx.store.clone().expect("a checkpoint store");
-    let owner = uuid::Uuid::new_v4().to_string();
+    let owner = sharing.as_ref().map_or_else(
+        || uuid::Uuid::new_v4().simple().to_string(),
+        |s| s.instance.clone(),
+    );
     let expiry = Duration::from_secs(ctx.config.ownership_expiry_secs);
     let mut readers: BTreeMap<String, (watch::Sender<bool>, tokio::task::JoinHandle<_>)> =
         BTreeMap::new();
@@ -255,98 +260,6 @@ async fn balance(
         Err(e) => tracing::warn!("handing back event hubs ownership ({e}); others wait for expiry"),
     }
     Ok(())
-}
-
-/// Clears `owner`'s ownerships (ETag-conditional, so a partition already
-/// taken over is left alone); others may claim them at once. Returns how
-/// many were handed back.
-pub async fn relinquish(
-    store: &BlobCheckpointStore,
-    scope: &Scope,
-    owner: &str,
-) -> azure_core::Result<usize> {
-    let current = store
-        .list_ownerships(&scope.namespace, &scope.hub, &scope.group)
-        .await?;
-    let released: Vec<Ownership> = current
-        .into_iter()
-        .filter(|o| o.owner_id.as_deref() == Some(owner))
-        .map(|o| Ownership {
-            owner_id: None,
-            ..o
-        })
-        .collect();
-    Ok(store.claim_ownership(&released).await?.len())
-}
-
-/// Which hub and consumer group ownership is kept for.
-pub struct Scope {
-    pub namespace: String,
-    pub hub: String,
-    pub group: String,
-}
-
-/// The outcome of one ownership round.
-pub struct Round {
-    /// Partitions this instance owns now.
-    pub owned: HashSet<String>,
-    /// Its fair share among the live owners.
-    pub share: usize,
-}
-
-/// One ownership round, the Event Hubs processor's balanced strategy: renew
-/// what this `owner` holds, then claim at most one free or stale partition
-/// while below the fair share (so instances starting together interleave
-/// instead of the first taking everything). Live owners are never robbed.
-pub async fn claim_round(
-    store: &BlobCheckpointStore,
-    scope: &Scope,
-    owner: &str,
-    ids: &[String],
-    expiry: Duration,
-) -> azure_core::Result<Round> {
-    let current = store
-        .list_ownerships(&scope.namespace, &scope.hub, &scope.group)
-        .await?;
-    // A handed-back ownership (no owner) is free like a stale one.
-    let live: Vec<&Ownership> = current
-        .iter()
-        .filter(|o| o.owner_id.is_some() && !expired(o, expiry))
-        .collect();
-    let mut owners: HashSet<&str> = live.iter().filter_map(|o| o.owner_id.as_deref()).collect();
-    owners.insert(owner);
-    let share = fair_share(ids.len(), owners.len());
-    let mut wanted: Vec<Ownership> = live
-        .iter()
-        .filter(|o| o.owner_id.as_deref() == Some(owner))
-        .map(|o| (*o).clone())
-        .collect();
-    let taken: HashSet<&str> = live.iter().map(|o| o.partition_id.as_str()).collect();
-    let free = ids.iter().find(|id| !taken.contains(id.as_str()));
-    if let Some(id) = free.filter(|_| wanted.len() < share) {
-        // Free (never claimed) or stale: claim with the blob's ETag, if any,
-        // so that of several instances claiming it only one wins.
-        let stale = current.iter().find(|o| &o.partition_id == id);
-        wanted.push(Ownership {
-            fully_qualified_namespace: scope.namespace.clone(),
-            event_hub_name: scope.hub.clone(),
-            consumer_group: scope.group.clone(),
-            partition_id: id.clone(),
-            owner_id: Some(owner.to_string()),
-            etag: stale.and_then(|o| o.etag.clone()),
-            last_modified_time: None,
-        });
-    }
-    let claimed = store.claim_ownership(&wanted).await?;
-    Ok(Round {
-        owned: claimed.into_iter().map(|o| o.partition_id).collect(),
-        share,
-    })
-}
-
-/// How many of `partitions` one of `owners` instances should read.
-fn fair_share(partitions: usize, owners: usize) -> usize {
-    partitions.div_ceil(owners.max(1))
 }
 
 /// Reads partition `id` from `start` until `stop` or `lost`, reconnecting
@@ -501,14 +414,6 @@ async fn lost_signal(lost: &mut Option<watch::Receiver<bool>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn each_owner_reads_its_share_rounded_up() {
-        assert_eq!(fair_share(4, 2), 2);
-        assert_eq!(fair_share(4, 3), 2);
-        assert_eq!(fair_share(4, 1), 4);
-        assert_eq!(fair_share(4, 0), 4, "alone before the first round");
-    }
 
     #[test]
     fn resumes_after_the_lake_position_or_from_the_earliest() {
