@@ -11,9 +11,12 @@
 //! lock (`lake::LakeTable::append_fenced`): two commits claiming the same
 //! batch id or partition conflict in Delta, and the loser takes the next id
 //! and drops the records the winner stored. If the bronze plugin fails, the
-//! batch's raw records go to quarantine under `sluice-bronze` = N there.
+//! batch's raw records go to quarantine under `sluice-bronze` = N there,
+//! fenced the same way by the batch id and the writer's id, so two writers'
+//! failures never share an id.
 //! Source positions are the max offsets stored in those rows.
 
+use anyhow::Context;
 use deltalake::arrow::array::RecordBatch;
 
 use super::STAGE_BRONZE;
@@ -47,6 +50,9 @@ pub struct IngestTier {
     /// What this writer knows bronze holds: the last batch id, each ordered
     /// partition's last offset, its own last batch.
     marks: Marks,
+    /// What this writer knows quarantine holds of bronze failures: the
+    /// last failed batch id, its own last one.
+    failed_marks: Marks,
     /// This writer's own app id in bronze commits.
     writer: String,
 }
@@ -58,6 +64,7 @@ impl IngestTier {
             quarantine,
             slots,
             marks: Marks::new(),
+            failed_marks: Marks::new(),
             writer: format!("{STAGE_BRONZE}@{}", uuid::Uuid::new_v4().simple()),
         }
     }
@@ -86,6 +93,7 @@ impl IngestTier {
         let last_failed = self.quarantine.committed(STAGE_BRONZE).await?.unwrap_or(0);
         self.marks = bronze::position_marks(&positions);
         self.marks.insert(STAGE_BRONZE.to_string(), last_bronze);
+        self.failed_marks = Marks::from([(STAGE_BRONZE.to_string(), last_failed)]);
         Ok((positions, last_bronze.max(last_failed)))
     }
 
@@ -142,21 +150,70 @@ impl IngestTier {
             Err(failure) => {
                 let producer = self.slots.active(Layer::Bronze).meta().producer();
                 tracing::error!(batch, plugin = %producer, "{failure}; quarantining the batch");
-                let q = super::rows::quarantine_all(
-                    &input,
-                    batch,
-                    now,
-                    Layer::Bronze,
-                    &failure,
-                    &producer,
-                )?;
-                self.quarantine.append(STAGE_BRONZE, batch, vec![q]).await?;
+                committed.batch = self
+                    .quarantine_fenced(batch, &input, now, &failure, &producer)
+                    .await?;
                 committed.bronze_failure = Some(failure.reason());
             }
         }
         failpoint("bronze-committed", committed.batch);
         crate::metrics::record_tier_position("bronze", committed.batch);
         Ok(Some(committed))
+    }
+
+    /// Quarantines the raw records of a batch the bronze plugin failed, as
+    /// failed batch `tentative` or, if another writer's failure took that id
+    /// meanwhile, the next free one. Returns the batch id.
+    async fn quarantine_fenced(
+        &mut self,
+        tentative: i64,
+        input: &RecordBatch,
+        now: i64,
+        failure: &PluginFailure,
+        producer: &str,
+    ) -> anyhow::Result<i64> {
+        let writer = self.writer.clone();
+        let mut attempt: Option<i64> = None;
+        let mut unbuilt = None;
+        self.quarantine
+            .append_fenced(&mut self.failed_marks, |marks| {
+                if let Some(batch) = attempt
+                    && marks.get(&writer).is_some_and(|own| *own >= batch)
+                {
+                    return None; // our commit landed; its answer was lost
+                }
+                let batch = marks
+                    .get(STAGE_BRONZE)
+                    .map_or(tentative, |last| tentative.max(last + 1));
+                let quarantined = super::rows::quarantine_all(
+                    input,
+                    batch,
+                    now,
+                    Layer::Bronze,
+                    failure,
+                    producer,
+                );
+                match quarantined {
+                    Ok(rows) => {
+                        attempt = Some(batch);
+                        Some(FencedCommit {
+                            txns: vec![(STAGE_BRONZE.to_string(), batch), (writer.clone(), batch)],
+                            rows: vec![rows],
+                        })
+                    }
+                    Err(e) => {
+                        unbuilt = Some(e);
+                        None
+                    }
+                }
+            })
+            .await?;
+        if let Some(e) = unbuilt {
+            return Err(e.context("quarantining a failed bronze batch"));
+        }
+        let batch = attempt.context("a failed bronze batch left nothing to quarantine")?;
+        self.slots.set_next_bronze(batch + 1);
+        Ok(batch)
     }
 
     /// Commits the plugin's `rows` as bronze batch `tentative` or, if other

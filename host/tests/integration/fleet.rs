@@ -119,3 +119,54 @@ async fn two_writers_on_one_partition_of_an_azure_lake_store_each_record_once() 
     let config = azurite::azure_config(&azurite::lake_url(), dir.path(), Vec::new());
     two_writers_on_one_partition_store_each_record_once(config).await;
 }
+
+/// Two writers whose bronze plugin fails a batch each, both under the same
+/// tentative batch id (each started from the same lake): both batches land
+/// in quarantine, under different ids. The plugin fails for want of memory:
+/// each batch is larger than the 16 MiB its instance may grow to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_whose_bronze_plugin_fails_quarantine_both_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::replay_config(&dir.path().join("lake"), Vec::new(), 100);
+    config.plugins.memory_mb = 16;
+    let big = |partition: &str| -> Vec<RawRecord> {
+        let payload = format!("{{\"pad\":\"{}\"}}", "x".repeat(1 << 20));
+        let lines = vec![payload; 24];
+        records(&lines, partition, 0..24)
+    };
+    let mut a = sluice::service::open_pipeline(&config).await.unwrap();
+    let mut b = sluice::service::open_pipeline(&config).await.unwrap();
+    let (mut tier_a, mut tier_b) = (a.take_ingest().unwrap(), b.take_ingest().unwrap());
+    let by_a = tier_a.commit(&big("events/0")).await.unwrap().unwrap();
+    let by_b = tier_b.commit(&big("events/1")).await.unwrap().unwrap();
+    assert!(
+        by_a.bronze_failure.is_some() && by_b.bronze_failure.is_some(),
+        "the bronze plugin fails both batches"
+    );
+    assert_ne!(by_a.batch, by_b.batch, "each failed batch has its own id");
+
+    let lake = sluice::service::open_lake(&config).await.unwrap();
+    for (partition, batch) in [("events/0", by_a.batch), ("events/1", by_b.batch)] {
+        let held = common::count_in(
+            &lake,
+            &format!(
+                "SELECT COUNT(DISTINCT source_offset) FROM quarantine \
+                 WHERE source_partition = '{partition}' AND batch_id = {batch}"
+            ),
+        )
+        .await;
+        assert_eq!(held, 24, "{partition}: every record quarantined");
+    }
+    let reopened = sluice::service::open_pipeline(&config).await.unwrap();
+    let position = |p: &str| {
+        reopened
+            .positions()
+            .get(&("kafka".to_string(), p.to_string()))
+            .copied()
+    };
+    assert_eq!(
+        (position("events/0"), position("events/1")),
+        (Some(23), Some(23)),
+        "a writer opened now resumes after both"
+    );
+}
