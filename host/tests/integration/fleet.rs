@@ -90,17 +90,19 @@ async fn two_writers_on_one_partition_store_each_record_once(config: Config) {
         assert_eq!(held as usize, *rows, "batch {id}");
     }
     // A writer opened now resumes after what both stored.
-    let reopened = sluice::service::open_pipeline(&config).await.unwrap();
+    assert_eq!(resumes_after(&config).await, (Some(899), Some(199)));
+}
+
+/// Where a writer opened now resumes `events/0` and `events/1`.
+async fn resumes_after(config: &Config) -> (Option<i64>, Option<i64>) {
+    let reopened = sluice::service::open_pipeline(config).await.unwrap();
     let position = |p: &str| {
         reopened
             .positions()
             .get(&("kafka".to_string(), p.to_string()))
             .copied()
     };
-    assert_eq!(
-        (position("events/0"), position("events/1")),
-        (Some(899), Some(199))
-    );
+    (position("events/0"), position("events/1"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,15 +159,8 @@ async fn two_writers_whose_bronze_plugin_fails_quarantine_both_batches() {
         .await;
         assert_eq!(held, 24, "{partition}: every record quarantined");
     }
-    let reopened = sluice::service::open_pipeline(&config).await.unwrap();
-    let position = |p: &str| {
-        reopened
-            .positions()
-            .get(&("kafka".to_string(), p.to_string()))
-            .copied()
-    };
     assert_eq!(
-        (position("events/0"), position("events/1")),
+        resumes_after(&config).await,
         (Some(23), Some(23)),
         "a writer opened now resumes after both"
     );
