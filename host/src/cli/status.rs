@@ -93,6 +93,13 @@ pub async fn run(config: &Config, lake: &sluice::lake::Lake) -> anyhow::Result<E
 /// How long `status` waits for the hub to answer the lag query.
 const HUB_ANSWER: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// A moment as the tables here print it (UTC, to the second), or `-`.
+fn utc_second(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map_or("-".to_string(), |t| {
+        t.format("%Y-%m-%d %H:%M:%S").to_string()
+    })
+}
+
 /// Bronze commits looked at for the instances list.
 const RECENT_COMMITS: u64 = 500;
 
@@ -109,12 +116,10 @@ async fn print_fleet(lake: &sluice::lake::Lake) -> anyhow::Result<()> {
         "instance", "commits", "last commit (UTC)"
     );
     for w in &fleet.writers {
-        let last = w
-            .last_commit_ms
-            .and_then(chrono::DateTime::from_timestamp_millis)
-            .map_or("-".to_string(), |t| {
-                t.format("%Y-%m-%d %H:%M:%S").to_string()
-            });
+        let last = utc_second(
+            w.last_commit_ms
+                .and_then(chrono::DateTime::from_timestamp_millis),
+        );
         let partitions: Vec<&str> = w.partitions.iter().map(String::as_str).collect();
         println!(
             "{:<32}  {:>7}  {last:<24}  {}",
@@ -173,11 +178,7 @@ async fn print_eventhubs_owners(config: &Config) -> anyhow::Result<()> {
     };
     eventhubs::install_tls_provider();
     let store = BlobCheckpointStore::new(&location)?;
-    let scope = eventhubs::Scope {
-        namespace: hubs.namespace()?,
-        hub: hubs.hub.clone(),
-        group: hubs.consumer_group.clone(),
-    };
+    let scope = eventhubs::Scope::of(hubs, &hubs.namespace()?);
     let expiry = std::time::Duration::from_secs(hubs.ownership_expiry_secs);
     let owners = eventhubs::owners(&store, &scope, expiry).await?;
     println!(
@@ -189,11 +190,7 @@ async fn print_eventhubs_owners(config: &Config) -> anyhow::Result<()> {
         "partition", "owner", "renewed (UTC)"
     );
     for o in &owners {
-        let renewed = o.renewed.map_or("-".to_string(), |t| {
-            chrono::DateTime::<chrono::Utc>::from(t)
-                .format("%Y-%m-%d %H:%M:%S")
-                .to_string()
-        });
+        let renewed = utc_second(o.renewed.map(chrono::DateTime::from));
         let state = match (&o.owner, o.live) {
             (None, _) => "handed back",
             (Some(_), true) => "live",

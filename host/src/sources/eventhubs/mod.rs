@@ -177,11 +177,7 @@ async fn balance(
     let expiry = Duration::from_secs(ctx.config.ownership_expiry_secs);
     let mut readers: BTreeMap<String, (watch::Sender<bool>, tokio::task::JoinHandle<_>)> =
         BTreeMap::new();
-    let scope = Scope {
-        namespace: ctx.namespace.clone(),
-        hub: ctx.config.hub.clone(),
-        group: ctx.config.consumer_group.clone(),
-    };
+    let scope = Scope::of(&ctx.config, &ctx.namespace);
     let mut stop = ctx.stop.clone();
     loop {
         let (owned, share) = match claim_round(&store, &scope, &owner, &ids, expiry).await {

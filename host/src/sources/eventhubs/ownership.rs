@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use azure_messaging_eventhubs::CheckpointStore;
 use azure_messaging_eventhubs::models::Ownership;
 
+use super::EventHubsConfig;
 use crate::sources::blob_checkpoints::{BlobCheckpointStore, expired};
 
 /// Clears `owner`'s ownerships (ETag-conditional, so a partition already
@@ -37,6 +38,17 @@ pub struct Scope {
     pub namespace: String,
     pub hub: String,
     pub group: String,
+}
+
+impl Scope {
+    /// The hub and consumer group `config` reads, in `namespace`.
+    pub fn of(config: &EventHubsConfig, namespace: &str) -> Scope {
+        Scope {
+            namespace: namespace.to_string(),
+            hub: config.hub.clone(),
+            group: config.consumer_group.clone(),
+        }
+    }
 }
 
 /// The outcome of one ownership round.
